@@ -1,0 +1,54 @@
+# Every entry point of the project. `make demo` and `make test` do all the set-up on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+UV_VERSION := 0.13.9
+BOOTSTRAP := .local/bootstrap
+UV := $(BOOTSTRAP)/bin/uv
+VENV := .venv
+RUN := $(UV) run --frozen --no-sync
+export UV_SYSTEM_CERTS := 1
+export UV_PYTHON := $(PYTHON)
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+
+PROTO_OUT := libs/common/src/backend_common/protos
+PYTEST_PATHS := libs/common/tests $(wildcard services/*/tests) tests
+
+.PHONY: help install protos protos-check lint test bench demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv $(BOOTSTRAP)
+	$(BOOTSTRAP)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+install: $(UV) ## create .venv with every package of the workspace (pinned by uv.lock)
+	$(UV) sync --all-packages --frozen --quiet
+
+protos: install ## generate the Python orchestrator stubs from protos/ into libs/common
+	$(RUN) python -m backend_common.protos_build generate protos $(PROTO_OUT)
+
+protos-check: install ## fail when the committed stubs differ from protos/
+	$(RUN) python -m backend_common.protos_build check protos $(PROTO_OUT)
+
+lint: install ## ruff and mypy
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy libs/common/src services/*/src
+
+test: install ## run every package's tests against real Postgres, Redis and S3 (started as needed)
+	$(RUN) pytest $(PYTEST_PATHS)
+
+bench: install ## run the benchmarks under benchmarks/
+	@if ls benchmarks/bench_*.py >/dev/null 2>&1; then \
+		for b in benchmarks/bench_*.py; do echo "== $$b"; $(RUN) python $$b || exit 1; done; \
+	else echo "no benchmark yet: they come with the orchestrator, server, events and worker issues"; fi
+
+demo: install ## run a local multi-organization network and a federated-learning example
+	@echo "make demo needs the standalone orchestrator, server, events and worker services,"; \
+	echo "which are not implemented yet (issues 3 to 8). Nothing was started."; exit 1
+
+clean: ## remove the virtualenv and local state
+	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache
