@@ -1,0 +1,5 @@
+"""Root pytest configuration: the shared fixtures of `backend_common.testing`."""
+
+pytest_plugins = [
+    "backend_common.testing.postgres",
+]
