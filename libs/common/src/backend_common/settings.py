@@ -101,7 +101,7 @@ class OrchestratorSettings(_Group):
     keepalive_max_pings_without_data: int = Field(
         default=0, validation_alias="ORCHESTRATOR_GRPC_KEEPALIVE_MAX_PINGS_WITHOUT_DATA"
     )
-    # Retries of UNAVAILABLE (and UNKNOWN, which the reference orchestrator uses for conflicts).
+    # Retries of UNAVAILABLE; UNKNOWN (state-machine errors in the reference) is not retried.
     max_attempts: int = Field(default=5, validation_alias="ORCHESTRATOR_MAX_ATTEMPTS")
     retry_initial_delay_seconds: float = Field(default=0.2, validation_alias="ORCHESTRATOR_RETRY_INITIAL_DELAY")
     retry_max_delay_seconds: float = Field(default=5.0, validation_alias="ORCHESTRATOR_RETRY_MAX_DELAY")

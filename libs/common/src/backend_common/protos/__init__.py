@@ -1,0 +1,1 @@
+"""Generated orchestrator stubs: run `make protos` after changing `protos/`."""
