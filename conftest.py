@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "backend_common.testing.postgres",
+    "backend_common.testing.seaweedfs",
 ]
