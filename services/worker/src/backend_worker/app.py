@@ -1,0 +1,12 @@
+"""The Celery application of the worker and builder processes."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from backend_common.celery_app import create_celery_app
+from backend_worker.settings import WorkerSettings
+
+
+def create_app(settings: WorkerSettings) -> Celery:
+    return create_celery_app("worker", settings.celery, settings.organization.org_name)
