@@ -3,4 +3,5 @@
 pytest_plugins = [
     "backend_common.testing.postgres",
     "backend_common.testing.seaweedfs",
+    "backend_common.testing.registry",
 ]

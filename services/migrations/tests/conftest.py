@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine
-
 from backend_common.db import make_engine
 from backend_migrations import schema
+from sqlalchemy import Engine
 
 
 @pytest.fixture

@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
-
 from backend_common.db import make_session_factory, session_scope
 from backend_common.db.local import IncomingOrganization, OutgoingOrganization, User, UserRole
 from backend_common.passwords import verify_secret
 from backend_migrations.accounts import AccountFileError, AccountFiles, SyncReport, sync_accounts
+from sqlalchemy import Engine, select
 
 CHANNELS = ["mychannel", "yourchannel"]
 
@@ -38,8 +37,12 @@ def accounts_state(engine: Engine) -> dict[str, object]:
             "users": sorted(
                 (u.username, u.password_hash, u.channel, u.role.value) for u in session.scalars(select(User))
             ),
-            "incoming": sorted((o.organization_id, o.secret_hash) for o in session.scalars(select(IncomingOrganization))),
-            "outgoing": sorted((o.organization_id, o.secret) for o in session.scalars(select(OutgoingOrganization))),
+            "incoming": sorted(
+                (o.organization_id, o.secret_hash) for o in session.scalars(select(IncomingOrganization))
+            ),
+            "outgoing": sorted(
+                (o.organization_id, o.secret) for o in session.scalars(select(OutgoingOrganization))
+            ),
         }
 
 
@@ -138,7 +141,12 @@ def test_missing_files_leave_their_accounts_untouched(engine: Engine, tmp_path: 
 @pytest.mark.parametrize(
     ("file_name", "content", "line", "message"),
     [
-        ("users", "org-1 p@sswr0d44 mychannel\nbob onlytwo\n", 2, "expected '<username> <password> <channel>'"),
+        (
+            "users",
+            "org-1 p@sswr0d44 mychannel\nbob onlytwo\n",
+            2,
+            "expected '<username> <password> <channel>'",
+        ),
         ("users", "org-1 p@sswr0d44 mychannel\n\nbob pw nochannel\n", 3, "unknown channel 'nochannel'"),
         ("users", "org-1 p@sswr0d44 mychannel\norg-1 other mychannel\n", 2, "duplicate username 'org-1'"),
         ("users", "bad/name pw mychannel\n", 1, "invalid username"),
@@ -153,7 +161,9 @@ def test_bad_files_are_rejected_and_change_nothing(
     sync(engine, write_accounts(tmp_path / "good", VALID_USERS, VALID_INCOMING, VALID_OUTGOING))
     before = accounts_state(engine)
     # The other files are valid and would change things: the error must roll them back too.
-    files = write_accounts(tmp_path / "bad", "newuser p@ssw0rd-x mychannel\n", "MyOrg9MSP x\n", "MyOrg9MSP y\n")
+    files = write_accounts(
+        tmp_path / "bad", "newuser p@ssw0rd-x mychannel\n", "MyOrg9MSP x\n", "MyOrg9MSP y\n"
+    )
     (tmp_path / "bad" / file_name).write_text(content)
 
     with pytest.raises(AccountFileError) as raised:
@@ -190,8 +200,12 @@ def test_run_command_migrates_and_creates_accounts(empty_database_url: str, tmp_
 
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
-    first_report = [json.loads(line) for line in first.stdout.splitlines() if '"accounts synchronised"' in line]
-    second_report = [json.loads(line) for line in second.stdout.splitlines() if '"accounts synchronised"' in line]
+    first_report = [
+        json.loads(line) for line in first.stdout.splitlines() if '"accounts synchronised"' in line
+    ]
+    second_report = [
+        json.loads(line) for line in second.stdout.splitlines() if '"accounts synchronised"' in line
+    ]
     assert sorted({r["kind"]: r["created"] for r in first_report}["users"]) == ["alice", "org-1"]
     assert all(not r["created"] and not r["updated"] and not r["deleted"] for r in second_report)
     assert len(second_report) == 3

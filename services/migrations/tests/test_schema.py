@@ -8,10 +8,9 @@ import sys
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, pool, text
-
 from backend_common.db import Base
 from backend_migrations import schema
+from sqlalchemy import create_engine, inspect, pool, text
 
 
 def _schema_snapshot(url: str) -> dict[str, object]:
@@ -22,12 +21,16 @@ def _schema_snapshot(url: str) -> dict[str, object]:
         for table in sorted(inspector.get_table_names()):
             snapshot[table] = {
                 "columns": [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)],
-                "indexes": sorted((i["name"] or "", tuple(i["column_names"])) for i in inspector.get_indexes(table)),
+                "indexes": sorted(
+                    (i["name"] or "", tuple(i["column_names"])) for i in inspector.get_indexes(table)
+                ),
                 "pk": inspector.get_pk_constraint(table)["constrained_columns"],
                 "fks": sorted(fk["name"] or "" for fk in inspector.get_foreign_keys(table)),
             }
         with engine.connect() as connection:
-            snapshot["alembic_version"] = connection.execute(text("select version_num from alembic_version")).all()
+            snapshot["alembic_version"] = connection.execute(
+                text("select version_num from alembic_version")
+            ).all()
         return snapshot
     finally:
         engine.dispose()
@@ -70,7 +73,14 @@ def test_rest_api_orderings_are_indexed(migrated_database_url: str) -> None:
     inspector = inspect(engine)
     indexed = {
         table: {tuple(index["column_names"]) for index in inspector.get_indexes(table)}
-        for table in ("compute_tasks", "compute_plans", "functions", "data_managers", "data_samples", "models")
+        for table in (
+            "compute_tasks",
+            "compute_plans",
+            "functions",
+            "data_managers",
+            "data_samples",
+            "models",
+        )
     }
     engine.dispose()
     for table, columns in indexed.items():

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import Engine, func, select
-
 from backend_common.db import make_engine, make_session_factory, session_scope
 from backend_common.db.local import ApiToken, TokenKind, User
 from backend_migrations import schema
 from backend_scheduler import jobs
+from sqlalchemy import Engine, func, select
 
 BROKER_DATABASE = 12
 RESULT_DATABASE = 13
@@ -36,7 +35,9 @@ def engine(empty_database_url: str) -> Iterator[Engine]:
 def add_tokens(engine: Engine, expiries: list[timedelta]) -> None:
     now = datetime.now(UTC)
     with session_scope(make_session_factory(engine)) as session:
-        user = User(username=f"user-{uuid.uuid4().hex[:6]}", password_hash="x", channel="mychannel", created_at=now)
+        user = User(
+            username=f"user-{uuid.uuid4().hex[:6]}", password_hash="x", channel="mychannel", created_at=now
+        )
         session.add(user)
         for index, delta in enumerate(expiries):
             session.add(
@@ -80,7 +81,11 @@ def redis_databases() -> Iterator[None]:
 def start(role: str, environment: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     executable = os.path.join(os.path.dirname(sys.executable), "backend-scheduler")
     return subprocess.Popen(
-        [executable, role], env=environment, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        [executable, role],
+        env=environment,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 

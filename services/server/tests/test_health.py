@@ -8,8 +8,6 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
-from starlette.testclient import TestClient
-
 from backend_common.db import make_engine, make_session_factory, session_scope
 from backend_common.db.replica import Organization
 from backend_common.protos import info_pb2, info_pb2_grpc
@@ -17,6 +15,7 @@ from backend_common.settings import DatabaseSettings, OrchestratorSettings, Orga
 from backend_migrations import schema
 from backend_server.app import create_app
 from backend_server.settings import ServerSettings
+from starlette.testclient import TestClient
 
 
 class InfoServicer(info_pb2_grpc.InfoServiceServicer):
@@ -42,7 +41,9 @@ def database_url(empty_database_url: str) -> str:
     return empty_database_url
 
 
-def settings(database_url: str, orchestrator_port: int, *, isolated: bool = False, channels: str = "") -> ServerSettings:
+def settings(
+    database_url: str, orchestrator_port: int, *, isolated: bool = False, channels: str = ""
+) -> ServerSettings:
     return ServerSettings(
         organization=OrganizationSettings(
             MSP_ID="MyOrg1MSP", ISOLATED=isolated, CHANNELS=channels or '[{"mychannel": {}}]'
@@ -92,9 +93,13 @@ def test_isolated_mode_skips_the_orchestrator(database_url: str) -> None:
         assert client.get("/readiness").status_code == 200
 
 
-def test_restricted_channel_with_two_organizations_is_not_ready(database_url: str, orchestrator_port: int) -> None:
+def test_restricted_channel_with_two_organizations_is_not_ready(
+    database_url: str, orchestrator_port: int
+) -> None:
     register(database_url, ("MyOrg1MSP", "solo-a"), ("MyOrg2MSP", "solo-a"))
-    with TestClient(create_app(settings(database_url, orchestrator_port, channels='[{"solo-a": {}}]'))) as client:
+    with TestClient(
+        create_app(settings(database_url, orchestrator_port, channels='[{"solo-a": {}}]'))
+    ) as client:
         response = client.get("/readiness")
     assert response.status_code == 503
     assert "restricted to one organization" in response.text

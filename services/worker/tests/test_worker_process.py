@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-
 from backend_common import queues
 from backend_common.celery_app import create_celery_app
 from backend_common.settings import CelerySettings
@@ -34,7 +33,9 @@ def redis_databases() -> Iterator[CelerySettings]:
     for database in (BROKER_DATABASE, RESULT_DATABASE):
         redis.Redis(host="127.0.0.1", port=6379, db=database).flushdb()
     yield CelerySettings(
-        CELERY_BROKER_HOST="127.0.0.1", CELERY_BROKER_DATABASE=BROKER_DATABASE, CELERY_RESULT_DATABASE=RESULT_DATABASE
+        CELERY_BROKER_HOST="127.0.0.1",
+        CELERY_BROKER_DATABASE=BROKER_DATABASE,
+        CELERY_RESULT_DATABASE=RESULT_DATABASE,
     )
     for database in (BROKER_DATABASE, RESULT_DATABASE):
         redis.Redis(host="127.0.0.1", port=6379, db=database).flushdb()
@@ -57,7 +58,11 @@ def test_process_answers_on_its_hostname_and_serves_metrics(
     executable = os.path.join(os.path.dirname(sys.executable), "backend-worker")
     log = tmp_path / "worker.log"
     process = subprocess.Popen(
-        [executable, role], env=environment, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        [executable, role],
+        env=environment,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     app = create_celery_app("probe", redis_databases, "workertest")
     # Celery names the node `celery@<hostname>`, as the reference workers are.
@@ -76,7 +81,11 @@ def test_process_answers_on_its_hostname_and_serves_metrics(
     output = log.read_text()
     assert replies == [{hostname: {"ok": "pong"}}], output
     consumed = {queue["name"] for queue in active[hostname]}
-    expected = set(queues.worker_consumed_queues("workertest", 3) if role == "worker" else queues.builder_consumed_queues("workertest", 3))
+    expected = set(
+        queues.worker_consumed_queues("workertest", 3)
+        if role == "worker"
+        else queues.builder_consumed_queues("workertest", 3)
+    )
     # The broadcast queue is consumed through a per-worker `bcast.<uuid>` queue.
     assert expected - {queues.broadcast_queue("workertest")} <= consumed
     assert any(name.startswith("bcast.") for name in consumed)

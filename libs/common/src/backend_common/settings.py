@@ -12,6 +12,7 @@ from typing import Annotated
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import URL
 
 _TRUE_VALUES = frozenset({"1", "ON", "On", "on", "T", "t", "TRUE", "True", "true", "Y", "y", "YES", "yes"})
 
@@ -50,9 +51,7 @@ def _parse_channels(value: object) -> object:
         return value
     channels: list[object] = []
     for item in value:
-        if isinstance(item, ChannelConfig):
-            channels.append(item)
-        elif isinstance(item, dict) and "name" in item:
+        if isinstance(item, ChannelConfig) or (isinstance(item, dict) and "name" in item):
             channels.append(item)
         elif isinstance(item, dict) and len(item) == 1:
             name, options = next(iter(item.items()))
@@ -91,10 +90,14 @@ class OrchestratorSettings(_Group):
     tls_server_cacert_path: str | None = Field(
         default=None, validation_alias="ORCHESTRATOR_TLS_SERVER_CACERT_PATH"
     )
-    tls_client_cert_path: str | None = Field(default=None, validation_alias="ORCHESTRATOR_TLS_CLIENT_CERT_PATH")
+    tls_client_cert_path: str | None = Field(
+        default=None, validation_alias="ORCHESTRATOR_TLS_CLIENT_CERT_PATH"
+    )
     tls_client_key_path: str | None = Field(default=None, validation_alias="ORCHESTRATOR_TLS_CLIENT_KEY_PATH")
     keepalive_time_ms: int = Field(default=60000, validation_alias="ORCHESTRATOR_GRPC_KEEPALIVE_TIME_MS")
-    keepalive_timeout_ms: int = Field(default=20000, validation_alias="ORCHESTRATOR_GRPC_KEEPALIVE_TIMEOUT_MS")
+    keepalive_timeout_ms: int = Field(
+        default=20000, validation_alias="ORCHESTRATOR_GRPC_KEEPALIVE_TIMEOUT_MS"
+    )
     keepalive_permit_without_calls: int = Field(
         default=0, validation_alias="ORCHESTRATOR_GRPC_KEEPALIVE_PERMIT_WITHOUT_CALLS"
     )
@@ -103,7 +106,9 @@ class OrchestratorSettings(_Group):
     )
     # Retries of UNAVAILABLE; UNKNOWN (state-machine errors in the reference) is not retried.
     max_attempts: int = Field(default=5, validation_alias="ORCHESTRATOR_MAX_ATTEMPTS")
-    retry_initial_delay_seconds: float = Field(default=0.2, validation_alias="ORCHESTRATOR_RETRY_INITIAL_DELAY")
+    retry_initial_delay_seconds: float = Field(
+        default=0.2, validation_alias="ORCHESTRATOR_RETRY_INITIAL_DELAY"
+    )
     retry_max_delay_seconds: float = Field(default=5.0, validation_alias="ORCHESTRATOR_RETRY_MAX_DELAY")
     timeout_seconds: float = Field(default=30.0, validation_alias="ORCHESTRATOR_TIMEOUT_SECONDS")
 
@@ -127,8 +132,6 @@ class DatabaseSettings(_Group):
     def url(self, org_name: str) -> str:
         if self.url_override:
             return self.url_override
-        from sqlalchemy.engine import URL
-
         return URL.create(
             "postgresql+psycopg2",
             username=self.username,

@@ -7,6 +7,7 @@ import sys
 
 from backend_common.logging import configure_logging
 from backend_common.orchestrator import OrchestratorClient, OrchestratorError
+
 from backend_events.registration import register_organization
 from backend_events.settings import EventsSettings
 

@@ -11,7 +11,12 @@ import time
 from collections.abc import Callable
 
 from backend_common.logging import get_logger
-from backend_common.orchestrator import AlreadyExistsError, OrchestratorClient, OrchestratorError, backoff_delay
+from backend_common.orchestrator import (
+    AlreadyExistsError,
+    OrchestratorClient,
+    OrchestratorError,
+    backoff_delay,
+)
 
 logger = get_logger("backend_events.registration")
 

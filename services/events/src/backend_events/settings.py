@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
-
 from backend_common.settings import (
     CelerySettings,
     DatabaseSettings,
@@ -13,6 +11,7 @@ from backend_common.settings import (
     OrchestratorSettings,
     OrganizationSettings,
 )
+from pydantic import BaseModel, Field
 
 
 class EventsSettings(BaseModel):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from backend_common.db import make_engine, make_session_factory, session_scope
 from backend_common.logging import configure_logging, get_logger
+
 from backend_migrations import schema
 from backend_migrations.accounts import AccountFileError, AccountFiles, SyncReport, sync_accounts
 from backend_migrations.settings import MigrationsSettings

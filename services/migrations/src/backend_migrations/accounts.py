@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
-
 from backend_common.db.base import ORGANIZATION_ID_LENGTH
 from backend_common.db.local import IncomingOrganization, OutgoingOrganization, User, UserRole
 from backend_common.passwords import hash_secret, needs_rehash, verify_secret
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 USERS_FILE = "users"
 INCOMING_ORGANIZATIONS_FILE = "incoming_organizations"
@@ -132,7 +131,9 @@ def read_users(path: Path, known_channels: Collection[str]) -> list[UserEntry]:
                 path, f"invalid username {username!r}: up to 150 letters, digits and @.+-_", number
             )
         if username in seen:
-            raise AccountFileError(path, f"duplicate username {username!r} (first on line {seen[username]})", number)
+            raise AccountFileError(
+                path, f"duplicate username {username!r} (first on line {seen[username]})", number
+            )
         if channel not in known_channels:
             known = ", ".join(sorted(known_channels)) or "none configured"
             raise AccountFileError(path, f"unknown channel {channel!r} (known: {known})", number)
@@ -146,13 +147,17 @@ def read_organizations(path: Path) -> list[OrganizationEntry]:
     seen: dict[str, int] = {}
     for number, fields in _lines(path):
         if len(fields) != 2:
-            raise AccountFileError(path, f"expected '<organization id> <secret>', got {len(fields)} field(s)", number)
+            raise AccountFileError(
+                path, f"expected '<organization id> <secret>', got {len(fields)} field(s)", number
+            )
         organization_id, secret = fields
         if not _ORGANIZATION_ID.match(organization_id):
             raise AccountFileError(path, f"invalid organization id {organization_id!r}", number)
         if organization_id in seen:
             raise AccountFileError(
-                path, f"duplicate organization {organization_id!r} (first on line {seen[organization_id]})", number
+                path,
+                f"duplicate organization {organization_id!r} (first on line {seen[organization_id]})",
+                number,
             )
         seen[organization_id] = number
         entries.append(OrganizationEntry(organization_id=organization_id, secret=secret))
@@ -203,7 +208,11 @@ def sync_incoming_organizations(session: Session, entries: list[OrganizationEntr
     for entry in entries:
         row = existing.get(entry.organization_id)
         if row is None:
-            session.add(IncomingOrganization(organization_id=entry.organization_id, secret_hash=hash_secret(entry.secret)))
+            session.add(
+                IncomingOrganization(
+                    organization_id=entry.organization_id, secret_hash=hash_secret(entry.secret)
+                )
+            )
             counts.created.append(entry.organization_id)
         elif _matches(row.secret_hash, entry.secret):
             counts.unchanged.append(entry.organization_id)
@@ -212,7 +221,9 @@ def sync_incoming_organizations(session: Session, entries: list[OrganizationEntr
             counts.updated.append(entry.organization_id)
     counts.deleted = sorted(set(existing) - {entry.organization_id for entry in entries})
     if counts.deleted:
-        session.execute(delete(IncomingOrganization).where(IncomingOrganization.organization_id.in_(counts.deleted)))
+        session.execute(
+            delete(IncomingOrganization).where(IncomingOrganization.organization_id.in_(counts.deleted))
+        )
     return counts
 
 
@@ -231,7 +242,9 @@ def sync_outgoing_organizations(session: Session, entries: list[OrganizationEntr
             counts.updated.append(entry.organization_id)
     counts.deleted = sorted(set(existing) - {entry.organization_id for entry in entries})
     if counts.deleted:
-        session.execute(delete(OutgoingOrganization).where(OutgoingOrganization.organization_id.in_(counts.deleted)))
+        session.execute(
+            delete(OutgoingOrganization).where(OutgoingOrganization.organization_id.in_(counts.deleted))
+        )
     return counts
 
 

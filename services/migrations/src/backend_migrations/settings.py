@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
-
 from backend_common.settings import AuthSettings, DatabaseSettings, LoggingSettings, OrganizationSettings
+from pydantic import BaseModel, Field
 
 
 class MigrationsSettings(BaseModel):

@@ -9,6 +9,7 @@ from pathlib import Path
 from backend_common import queues
 from backend_common.celery_app import worker_queues
 from backend_common.logging import configure_logging
+
 from backend_scheduler.settings import SchedulerSettings
 from backend_scheduler.tasks import create_app
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from backend_common.db.local import ApiToken
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
-
-from backend_common.db.local import ApiToken
 
 
 def flush_expired_tokens(session: Session, now: datetime) -> int:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from backend_common.settings import (
     CelerySettings,
     DatabaseSettings,
@@ -12,13 +9,17 @@ from backend_common.settings import (
     MetricsSettings,
     OrganizationSettings,
 )
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class BeatSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     # Where beat remembers when each job last ran, so a restart does not re-run everything at once.
-    schedule_file: str = Field(default=".local/celerybeat-schedule", validation_alias="CELERYBEAT_SCHEDULE_FILE")
+    schedule_file: str = Field(
+        default=".local/celerybeat-schedule", validation_alias="CELERYBEAT_SCHEDULE_FILE"
+    )
 
 
 class SchedulerSettings(BaseModel):

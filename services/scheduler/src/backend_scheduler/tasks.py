@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from celery import Celery
-from sqlalchemy.orm import Session, sessionmaker
-
 from backend_common import queues
 from backend_common.celery_app import create_celery_app
 from backend_common.db import make_engine, make_session_factory, session_scope
 from backend_common.logging import get_logger
 from backend_common.metrics import counter
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
 from backend_scheduler import jobs
 from backend_scheduler.settings import SchedulerSettings
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uvicorn
-
 from backend_common.logging import configure_logging
+
 from backend_server.settings import ServerSettings
 
 

@@ -7,28 +7,32 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from time import perf_counter
 
+from backend_common.db import make_engine, make_session_factory
+from backend_common.logging import get_logger
+from backend_common.metrics import counter, histogram, metrics_registry
+from backend_common.orchestrator import OrchestratorClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
-from backend_common.db import make_engine, make_session_factory
-from backend_common.logging import get_logger
-from backend_common.metrics import counter, histogram, metrics_registry
-from backend_common.orchestrator import OrchestratorClient
 from backend_server import health
 from backend_server.settings import ServerSettings
 
 logger = get_logger("backend_server")
 
-REQUESTS = counter("http_requests_total", "HTTP requests handled by the server", ["method", "route", "status"])
+REQUESTS = counter(
+    "http_requests_total", "HTTP requests handled by the server", ["method", "route", "status"]
+)
 LATENCY = histogram(
-    "http_request_duration_seconds", "Time to answer an HTTP request", ["method", "route"],
+    "http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 
@@ -121,7 +125,9 @@ def create_app(settings: ServerSettings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url, pool_size=settings.database.pool_size)
-        app.state.server = ServerState(settings=settings, engine=engine, sessions=make_session_factory(engine))
+        app.state.server = ServerState(
+            settings=settings, engine=engine, sessions=make_session_factory(engine)
+        )
         try:
             yield
         finally:

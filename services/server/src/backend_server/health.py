@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import func, select, text
-from sqlalchemy.orm import Session, sessionmaker
-
 from backend_common.db.replica import Organization
 from backend_common.orchestrator import OrchestratorClient, OrchestratorError
 from backend_common.settings import OrganizationSettings
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session, sessionmaker
 
 
 class NotReadyError(Exception):
@@ -30,14 +29,18 @@ def check_database(sessions: sessionmaker[Session]) -> None:
         raise NotReadyError(f"database unreachable: {error.__class__.__name__}") from error
 
 
-def check_orchestrator(organization: OrganizationSettings, client_for: Callable[[str], OrchestratorClient]) -> None:
+def check_orchestrator(
+    organization: OrganizationSettings, client_for: Callable[[str], OrchestratorClient]
+) -> None:
     if organization.isolated:
         return
     for channel in organization.channel_names:
         try:
             client_for(channel).query_version()
         except OrchestratorError as error:
-            raise NotReadyError(f"orchestrator unreachable on channel {channel}: {error.status.name}") from error
+            raise NotReadyError(
+                f"orchestrator unreachable on channel {channel}: {error.status.name}"
+            ) from error
 
 
 def check_channel_rules(organization: OrganizationSettings, sessions: sessionmaker[Session]) -> None:
@@ -55,4 +58,6 @@ def check_channel_rules(organization: OrganizationSettings, sessions: sessionmak
         if (channel.restricted or channel.name.startswith("solo-")) and members.get(channel.name, 0) > 1:
             raise NotReadyError(f"channel {channel.name} is restricted to one organization")
         if channel.name not in registered:
-            raise NotReadyError(f"organization {organization.msp_id} is not registered in channel {channel.name}")
+            raise NotReadyError(
+                f"organization {organization.msp_id} is not registered in channel {channel.name}"
+            )

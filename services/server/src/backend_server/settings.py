@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from backend_common.settings import (
     AuthSettings,
     DatabaseSettings,
@@ -15,6 +12,8 @@ from backend_common.settings import (
     OrganizationSettings,
     StorageSettings,
 )
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ProcessSettings(BaseSettings):

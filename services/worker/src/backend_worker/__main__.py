@@ -10,6 +10,7 @@ from backend_common import queues
 from backend_common.celery_app import worker_queues
 from backend_common.logging import configure_logging
 from backend_common.metrics import start_metrics_server
+
 from backend_worker.app import create_app
 from backend_worker.settings import WorkerSettings
 

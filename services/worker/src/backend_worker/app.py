@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from backend_common.celery_app import create_celery_app
 from celery import Celery
 
-from backend_common.celery_app import create_celery_app
 from backend_worker.settings import WorkerSettings
 
 

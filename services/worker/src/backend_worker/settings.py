@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
-
 from backend_common.settings import (
     CelerySettings,
     ComputeSettings,
@@ -15,6 +13,7 @@ from backend_common.settings import (
     OrganizationSettings,
     StorageSettings,
 )
+from pydantic import BaseModel, Field
 
 
 class WorkerSettings(BaseModel):

@@ -31,7 +31,9 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def key_column(*, primary_key: bool = False, nullable: bool = False, index: bool = False) -> MappedColumn[Any]:
+def key_column(
+    *, primary_key: bool = False, nullable: bool = False, index: bool = False
+) -> MappedColumn[Any]:
     """Asset keys are UUIDs chosen by clients or the orchestrator; kept as strings in Python."""
     return mapped_column(Uuid(as_uuid=False), primary_key=primary_key, nullable=nullable, index=index)
 
@@ -49,7 +51,9 @@ def timestamp(*, nullable: bool = False, index: bool = False) -> MappedColumn[da
 
 
 def flag(default: bool = False) -> MappedColumn[bool]:
-    return mapped_column(Boolean, nullable=False, default=default, server_default="true" if default else "false")
+    return mapped_column(
+        Boolean, nullable=False, default=default, server_default="true" if default else "false"
+    )
 
 
 def id_list() -> MappedColumn[list[str]]:

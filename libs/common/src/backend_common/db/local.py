@@ -30,8 +30,8 @@ from backend_common.db.base import (
     ORGANIZATION_ID_LENGTH,
     Base,
     JsonDocument,
-    key_column,
     flag,
+    key_column,
     timestamp,
 )
 

@@ -27,10 +27,10 @@ from sqlalchemy.orm.properties import MappedColumn
 from backend_common.db.base import (
     CHANNEL_LENGTH,
     Base,
-    key_column,
     channel_column,
     flag,
     id_list,
+    key_column,
     metadata_column,
     organization_id,
     timestamp,
@@ -114,7 +114,9 @@ class Function(PermissionsMixin, Base):
 class FunctionInput(Base):
     __tablename__ = "function_inputs"
 
-    function_key: Mapped[str] = mapped_column(ForeignKey("functions.key", ondelete="CASCADE"), primary_key=True)
+    function_key: Mapped[str] = mapped_column(
+        ForeignKey("functions.key", ondelete="CASCADE"), primary_key=True
+    )
     identifier: Mapped[str] = mapped_column(String(IDENTIFIER_LENGTH), primary_key=True)
     kind: Mapped[str] = mapped_column(String(STATUS_LENGTH), nullable=False)
     optional: Mapped[bool] = flag()
@@ -126,7 +128,9 @@ class FunctionInput(Base):
 class FunctionOutput(Base):
     __tablename__ = "function_outputs"
 
-    function_key: Mapped[str] = mapped_column(ForeignKey("functions.key", ondelete="CASCADE"), primary_key=True)
+    function_key: Mapped[str] = mapped_column(
+        ForeignKey("functions.key", ondelete="CASCADE"), primary_key=True
+    )
     identifier: Mapped[str] = mapped_column(String(IDENTIFIER_LENGTH), primary_key=True)
     kind: Mapped[str] = mapped_column(String(STATUS_LENGTH), nullable=False)
     multiple: Mapped[bool] = flag()
@@ -139,7 +143,9 @@ class FunctionProfilingStep(Base):
 
     __tablename__ = "function_profiling_steps"
 
-    function_key: Mapped[str] = mapped_column(ForeignKey("functions.key", ondelete="CASCADE"), primary_key=True)
+    function_key: Mapped[str] = mapped_column(
+        ForeignKey("functions.key", ondelete="CASCADE"), primary_key=True
+    )
     step: Mapped[str] = mapped_column(String(100), primary_key=True)
     channel: Mapped[str] = channel_column()
     duration_us: Mapped[int] = mapped_column(BigInteger, nullable=False)
@@ -284,7 +290,9 @@ class ComputeTaskInput(Base):
     identifier: Mapped[str] = mapped_column(String(IDENTIFIER_LENGTH), nullable=False)
     asset_key: Mapped[str | None] = mapped_column(String(100), nullable=True)
     parent_task_key: Mapped[str | None] = key_column(nullable=True)
-    parent_task_output_identifier: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH), nullable=True)
+    parent_task_output_identifier: Mapped[str | None] = mapped_column(
+        String(IDENTIFIER_LENGTH), nullable=True
+    )
 
     task: Mapped[ComputeTask] = relationship(back_populates="inputs")
 
@@ -292,7 +300,9 @@ class ComputeTaskInput(Base):
 class ComputeTaskOutput(PermissionsMixin, Base):
     __tablename__ = "compute_task_outputs"
 
-    task_key: Mapped[str] = mapped_column(ForeignKey("compute_tasks.key", ondelete="CASCADE"), primary_key=True)
+    task_key: Mapped[str] = mapped_column(
+        ForeignKey("compute_tasks.key", ondelete="CASCADE"), primary_key=True
+    )
     identifier: Mapped[str] = mapped_column(String(IDENTIFIER_LENGTH), primary_key=True)
     transient: Mapped[bool] = flag()
 
