@@ -13,9 +13,11 @@ export UV_PYTHON := $(PYTHON)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
 PROTO_OUT := libs/common/src/backend_common/protos
+# Debian packages the tests start (PostgreSQL and Redis are the machine's own).
+SYSTEM_PACKAGES := docker-registry
 PYTEST_PATHS := libs/common/tests $(wildcard services/*/tests) tests
 
-.PHONY: help install protos protos-check lint test bench demo clean
+.PHONY: help install system-deps protos protos-check lint test bench demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -26,6 +28,16 @@ $(UV):
 
 install: $(UV) ## create .venv with every package of the workspace (pinned by uv.lock)
 	$(UV) sync --all-packages --frozen --quiet
+
+system-deps: ## install the Debian packages the tests need (as root; skipped when present)
+	@missing=""; for package in $(SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "ok installed" || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run 'make system-deps' as root)"; exit 1; fi; \
+		echo "installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing >/dev/null; \
+	fi
 
 protos: install ## generate the Python orchestrator stubs from protos/ into libs/common
 	$(RUN) python -m backend_common.protos_build generate protos $(PROTO_OUT)
@@ -38,7 +50,7 @@ lint: install ## ruff and mypy
 	$(RUN) ruff format --check .
 	$(RUN) mypy libs/common/src services/*/src
 
-test: install ## run every package's tests against real Postgres, Redis and S3 (started as needed)
+test: install system-deps ## run every package's tests against real Postgres, Redis and S3 (started as needed)
 	$(RUN) pytest $(PYTEST_PATHS)
 
 bench: install ## run the benchmarks under benchmarks/
