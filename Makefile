@@ -17,7 +17,7 @@ PROTO_OUT := libs/common/src/backend_common/protos
 SYSTEM_PACKAGES := docker-registry
 PYTEST_PATHS := libs/common/tests $(wildcard services/*/tests) tests
 
-.PHONY: help install system-deps protos protos-check lint test bench demo clean
+.PHONY: help install system-deps protos protos-check lint test bench network network-down demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -48,7 +48,7 @@ protos-check: install ## fail when the committed stubs differ from protos/
 lint: install ## ruff and mypy
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy libs/common/src services/*/src
+	$(RUN) mypy libs/common/src services/*/src scripts demo
 
 test: install system-deps ## run every package's tests against real Postgres, Redis and S3 (started as needed)
 	$(RUN) pytest $(PYTEST_PATHS)
@@ -58,9 +58,14 @@ bench: install ## run the benchmarks under benchmarks/
 		for b in benchmarks/bench_*.py; do echo "== $$b"; $(RUN) python $$b || exit 1; done; \
 	else echo "no benchmark yet: they come with the orchestrator, server, events and worker issues"; fi
 
-demo: install ## run a local multi-organization network and a federated-learning example
-	@echo "make demo needs the standalone orchestrator, server, events and worker services,"; \
-	echo "which are not implemented yet (issues 3 to 8). Nothing was started."; exit 1
+network: install system-deps ## start a local network: orchestrator + ORGS organizations (default 2)
+	$(RUN) python scripts/localnet.py up --orgs $${ORGS:-2}
+
+network-down: install ## stop the local network and drop its databases
+	$(RUN) python scripts/localnet.py down
+
+demo: network ## a local network running a substrafl FedAvg experiment; plot in .local/demo-performance.png
+	$(RUN) python demo/fedavg.py --mode remote --organizations $${ORGS:-2} --rounds $${ROUNDS:-5}
 
 clean: ## remove the virtualenv and local state
 	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,366 @@
+"""A local Substra network on loopback: one standalone orchestrator and N organizations.
+
+    python scripts/localnet.py up [--orgs N]    # start (a running network is left as it is)
+    python scripts/localnet.py down             # stop everything it started, drop its databases
+    python scripts/localnet.py status
+
+Each organization gets its own database, object storage directory, accounts and processes
+(migrations, server, events, worker, builder, scheduler beat and worker); all share the machine's
+PostgreSQL and Redis. Logs go to `.local/logs/`, the description of the network to
+`.local/network.yaml` (msp_id, url, username, password of each organization).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import redis
+import yaml
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL = ROOT / ".local"
+NETWORK_DIR = LOCAL / "network"
+LOG_DIR = LOCAL / "logs"
+STATE_FILE = NETWORK_DIR / "state.json"
+DESCRIPTION_FILE = LOCAL / "network.yaml"
+BIN = Path(sys.executable).parent
+
+POSTGRES_URL = os.environ.get(
+    "LOCALNET_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+CHANNEL = "mychannel"
+ORCHESTRATOR_PORT = 9000
+ORCHESTRATOR_METRICS_PORT = 8484
+SERVER_BASE_PORT = 8000
+METRICS_BASE_PORT = 9200
+READY_TIMEOUT_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class Organization:
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"myorg{self.index}"
+
+    @property
+    def msp_id(self) -> str:
+        return f"MyOrg{self.index}MSP"
+
+    @property
+    def port(self) -> int:
+        return SERVER_BASE_PORT + self.index - 1
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def username(self) -> str:
+        return f"org-{self.index}"
+
+    @property
+    def password(self) -> str:
+        return f"p@sswr0d4{self.index}"
+
+    @property
+    def database(self) -> str:
+        return f"localnet_{self.name}"
+
+    @property
+    def directory(self) -> Path:
+        return NETWORK_DIR / self.name
+
+    def secret_towards(self, peer: Organization) -> str:
+        # Pairing rule (operations.md 3.2): A's outgoing secret towards B is B's incoming secret for A.
+        return f"secret-{self.msp_id}-to-{peer.msp_id}"
+
+
+def database_url(name: str) -> str:
+    return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def create_databases(names: list[str]) -> None:
+    engine = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        for name in names:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+
+
+def drop_databases(names: list[str]) -> None:
+    engine = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        for name in names:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def purge_queues(organizations: list[Organization]) -> None:
+    """Remove messages a previous network left in Redis for these organizations' queues."""
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=0)
+    for organization in organizations:
+        for pattern in (f"{organization.name}*", f"_kombu.binding.{organization.name}*"):
+            keys = list(client.scan_iter(match=pattern, count=500))
+            if keys:
+                client.delete(*keys)
+
+
+def write_accounts(organization: Organization, organizations: list[Organization]) -> Path:
+    accounts = organization.directory / "accounts"
+    accounts.mkdir(parents=True, exist_ok=True)
+    (accounts / "users").write_text(f"{organization.username} {organization.password} {CHANNEL}\n")
+    (accounts / "incoming_organizations").write_text(
+        "".join(f"{peer.msp_id} {peer.secret_towards(organization)}\n" for peer in organizations)
+    )
+    (accounts / "outgoing_organizations").write_text(
+        "".join(f"{peer.msp_id} {organization.secret_towards(peer)}\n" for peer in organizations)
+    )
+    return accounts
+
+
+def organization_environment(organization: Organization) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ORG_NAME": organization.name,
+        "MSP_ID": organization.msp_id,
+        "CHANNELS": json.dumps([{CHANNEL: {"restricted": False, "model_export_enabled": True}}]),
+        "DATABASE_URL": database_url(organization.database),
+        "ORCHESTRATOR_HOST": "127.0.0.1",
+        "ORCHESTRATOR_PORT": str(ORCHESTRATOR_PORT),
+        "CELERY_BROKER_HOST": REDIS_HOST,
+        "CELERY_BROKER_PORT": str(REDIS_PORT),
+        "MEDIA_ROOT": str(organization.directory / "medias"),
+        "SERVERMEDIAS_ROOT": str(organization.directory / "servermedias"),
+        "SUBTUPLE_DIR": str(organization.directory / "subtuple"),
+        "DEFAULT_DOMAIN": organization.url,
+        "SERVER_BIND_HOST": "127.0.0.1",
+        "SERVER_BIND_PORT": str(organization.port),
+        "SERVER_WORKERS": "2",
+        "SECRET_KEY": f"localnet-secret-key-{organization.name}",
+        "CELERYBEAT_SCHEDULE_FILE": str(organization.directory / "celerybeat-schedule"),
+        "PROMETHEUS_MULTIPROC_DIR": "",
+        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+    }
+
+
+def start(name: str, command: list[str], environment: dict[str, str]) -> int:
+    log = (LOG_DIR / f"{name}.log").open("ab")
+    process = subprocess.Popen(
+        command,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=ROOT,
+    )
+    print(f"  started {name} (pid {process.pid})")
+    return process.pid
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def read_state() -> dict[str, object] | None:
+    return json.loads(STATE_FILE.read_text()) if STATE_FILE.exists() else None
+
+
+def wait_ready(organizations: list[Organization], processes: dict[str, int]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    pending = {organization.msp_id: organization for organization in organizations}
+    while pending and time.monotonic() < deadline:
+        for name, pid in processes.items():
+            if not alive(pid):
+                raise SystemExit(f"{name} exited; see {LOG_DIR / (name + '.log')}")
+        for msp_id, organization in list(pending.items()):
+            try:
+                if httpx.get(f"{organization.url}/readiness", timeout=2).status_code == 200:
+                    print(f"  {msp_id} ready at {organization.url}")
+                    del pending[msp_id]
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.5)
+    if pending:
+        raise SystemExit(f"not ready after {READY_TIMEOUT_SECONDS}s: {', '.join(pending)}; see {LOG_DIR}")
+
+
+def up(count: int) -> None:
+    state = read_state()
+    if state is not None:
+        pids = state["processes"]
+        assert isinstance(pids, dict)
+        if all(alive(int(pid)) for pid in pids.values()) and state["orgs"] == count:
+            print(f"network of {count} organizations already running; nothing changed")
+            return
+        print("network partly stopped or of another size: restarting it")
+        down()
+
+    organizations = [Organization(index) for index in range(1, count + 1)]
+    NETWORK_DIR.mkdir(parents=True, exist_ok=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    databases = ["localnet_orchestrator", *(organization.database for organization in organizations)]
+    create_databases(databases)
+    purge_queues(organizations)
+    processes: dict[str, int] = {}
+    state = {"orgs": count, "databases": databases, "processes": processes}
+
+    def save() -> None:
+        STATE_FILE.write_text(json.dumps(state, indent=2))
+
+    try:
+        orchestrator_config = NETWORK_DIR / "orchestrator.yaml"
+        orchestrator_config.write_text(
+            yaml.safe_dump(
+                {
+                    "listen": f"127.0.0.1:{ORCHESTRATOR_PORT}",
+                    "metrics_listen": f"127.0.0.1:{ORCHESTRATOR_METRICS_PORT}",
+                    "database_url": database_url("localnet_orchestrator"),
+                    "channels": {CHANNEL: [organization.msp_id for organization in organizations]},
+                }
+            )
+        )
+        print("starting the orchestrator")
+        processes["orchestrator"] = start(
+            "orchestrator",
+            [str(BIN / "orchestrator"), "serve", "--config", str(orchestrator_config)],
+            dict(os.environ),
+        )
+        save()
+        for organization in organizations:
+            print(f"starting {organization.msp_id}")
+            environment = organization_environment(organization)
+            accounts = write_accounts(organization, organizations)
+            subprocess.run(
+                [str(BIN / "backend-migrations"), "run", "--accounts-dir", str(accounts)],
+                env=environment,
+                check=True,
+                stdout=(LOG_DIR / f"{organization.name}-migrations.log").open("ab"),
+                stderr=subprocess.STDOUT,
+            )
+            metrics_port = METRICS_BASE_PORT + 10 * organization.index
+            roles = {
+                "server": [str(BIN / "backend-server")],
+                "events": [str(BIN / "backend-events"), "consume"],
+                "worker": [str(BIN / "backend-worker"), "worker"],
+                "builder": [str(BIN / "backend-worker"), "builder"],
+                "scheduler-beat": [str(BIN / "backend-scheduler"), "beat"],
+                "scheduler-worker": [str(BIN / "backend-scheduler"), "worker"],
+            }
+            for offset, (role, command) in enumerate(roles.items()):
+                role_environment = {
+                    **environment,
+                    "METRICS_PORT": str(metrics_port + offset),
+                    "HOSTNAME": f"{role}-0",
+                }
+                processes[f"{organization.name}-{role}"] = start(
+                    f"{organization.name}-{role}", command, role_environment
+                )
+                save()
+        wait_ready(organizations, processes)
+    except BaseException:
+        print("start failed: stopping what was started")
+        down()
+        raise
+
+    DESCRIPTION_FILE.write_text(
+        yaml.safe_dump(
+            {
+                "channel": CHANNEL,
+                "orchestrator": f"127.0.0.1:{ORCHESTRATOR_PORT}",
+                "organizations": [
+                    {
+                        "msp_id": organization.msp_id,
+                        "url": organization.url,
+                        "username": organization.username,
+                        "password": organization.password,
+                    }
+                    for organization in organizations
+                ],
+            },
+            sort_keys=False,
+        )
+    )
+    print(f"network ready: {DESCRIPTION_FILE.relative_to(ROOT)}")
+
+
+def down() -> None:
+    state = read_state()
+    if state is None:
+        print("no network running")
+        return
+    pids = state["processes"]
+    assert isinstance(pids, dict)
+    for name, pid in pids.items():
+        if alive(int(pid)):
+            os.killpg(int(pid), signal.SIGTERM)
+            print(f"  stopping {name} (pid {pid})")
+    deadline = time.monotonic() + 20
+    while any(alive(int(pid)) for pid in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in pids.values():
+        if alive(int(pid)):
+            os.killpg(int(pid), signal.SIGKILL)
+    databases = state["databases"]
+    assert isinstance(databases, list)
+    drop_databases([str(name) for name in databases])
+    purge_queues([Organization(index) for index in range(1, int(str(state["orgs"])) + 1)])
+    STATE_FILE.unlink()
+    DESCRIPTION_FILE.unlink(missing_ok=True)
+    print("network stopped")
+
+
+def status() -> int:
+    state = read_state()
+    if state is None:
+        print("no network running")
+        return 1
+    pids = state["processes"]
+    assert isinstance(pids, dict)
+    for name, pid in pids.items():
+        print(f"{name:28} pid {pid:>7}  {'running' if alive(int(pid)) else 'STOPPED'}")
+    return 0 if all(alive(int(pid)) for pid in pids.values()) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    up_parser = commands.add_parser("up")
+    up_parser.add_argument("--orgs", type=int, default=int(os.environ.get("ORGS", "2")))
+    commands.add_parser("down")
+    commands.add_parser("status")
+    arguments = parser.parse_args()
+    if arguments.command == "up":
+        if not 1 <= arguments.orgs <= 8:
+            parser.error("--orgs must be between 1 and 8")
+        up(arguments.orgs)
+        return 0
+    if arguments.command == "down":
+        down()
+        return 0
+    return status()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
