@@ -1,0 +1,1 @@
+"""Business rules of the orchestrator, one module per asset, over a `Request`."""
