@@ -14,7 +14,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
 PROTO_OUT := libs/common/src/backend_common/protos
 # Debian packages the tests start (PostgreSQL and Redis are the machine's own).
-SYSTEM_PACKAGES := docker-registry
+SYSTEM_PACKAGES := docker-registry bubblewrap
 PYTEST_PATHS := libs/common/tests $(wildcard services/*/tests) tests
 
 .PHONY: help install system-deps protos protos-check lint test bench network network-down demo clean

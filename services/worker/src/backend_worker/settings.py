@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
 from backend_common.settings import (
     CelerySettings,
     ComputeSettings,
     DatabaseSettings,
+    EnvBool,
     HttpSettings,
     LoggingSettings,
     MetricsSettings,
@@ -13,7 +18,59 @@ from backend_common.settings import (
     OrganizationSettings,
     StorageSettings,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+GIB = 1024**3
+
+
+def _split_words(value: object) -> object:
+    # Requirement lists come from one environment variable: comma- or whitespace-separated.
+    if isinstance(value, str):
+        return [word for word in value.replace(",", " ").split() if word]
+    return value
+
+
+def default_python() -> str:
+    # The interpreter under the worker's own virtualenv: function environments must have the
+    # Python minor version of the clients that pickled their code (compute-engine.md 12).
+    return getattr(sys, "_base_executable", None) or sys.executable
+
+
+class ExecutionSettings(BaseSettings):
+    """How this worker builds function environments and runs compute tasks."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    # The reference's SUBTUPLE_DIR; default `<MEDIA_ROOT>/subtuple`.
+    root_dir: str | None = Field(default=None, validation_alias="SUBTUPLE_DIR")
+    executor: Literal["local"] = Field(default="local", validation_alias="COMPUTE_EXECUTOR")
+    sandbox: Literal["bubblewrap", "none"] = Field(default="bubblewrap", validation_alias="COMPUTE_SANDBOX")
+    # Running user code without isolation must be a deliberate choice (development machines).
+    allow_unsandboxed: EnvBool = Field(default=False, validation_alias="COMPUTE_ALLOW_UNSANDBOXED")
+    bwrap_path: str = Field(default="bwrap", validation_alias="BWRAP_PATH")
+    task_timeout_seconds: float = Field(default=86400.0, validation_alias="COMPUTE_TASK_TIMEOUT_SECONDS")
+    # 0 disables a limit.
+    task_memory_bytes: int = Field(default=8 * GIB, validation_alias="COMPUTE_TASK_MEMORY_LIMIT_BYTES")
+    task_cpu_seconds: int = Field(default=172800, validation_alias="COMPUTE_TASK_CPU_LIMIT_SECONDS")
+    task_max_open_files: int = Field(default=4096, validation_alias="COMPUTE_TASK_MAX_OPEN_FILES")
+    task_log_max_bytes: int = Field(default=10 * 1024 * 1024, validation_alias="COMPUTE_TASK_LOG_MAX_BYTES")
+    cancel_poll_seconds: float = Field(default=0.5, validation_alias="COMPUTE_CANCEL_POLL_SECONDS")
+    # Start the next task's interpreter while waiting for it (local executor).
+    warm_start: EnvBool = Field(default=True, validation_alias="COMPUTE_WARM_START")
+    # A task whose worker died this many times while running it is failed instead of re-run.
+    max_recoveries: int = Field(default=2, validation_alias="COMPUTE_TASK_MAX_RECOVERIES")
+    asset_buffer_max_bytes: int = Field(default=20 * GIB, validation_alias="ASSET_BUFFER_MAX_SIZE_BYTES")
+    python: str = Field(default_factory=default_python, validation_alias="FUNCTION_PYTHON")
+    # Where the shared base environment lives; default `<root>/environments/base-<hash>`.
+    base_environment: str | None = Field(default=None, validation_alias="FUNCTION_BASE_ENVIRONMENT")
+    base_requirements: Annotated[list[str], NoDecode, BeforeValidator(_split_words)] = Field(
+        default_factory=lambda: ["substratools==1.0.0"], validation_alias="FUNCTION_BASE_REQUIREMENTS"
+    )
+    pip_cache_dir: str | None = Field(default=None, validation_alias="FUNCTION_PIP_CACHE_DIR")
+    archive_max_unpacked_bytes: int = Field(
+        default=10 * GIB, validation_alias="FUNCTION_ARCHIVE_MAX_UNPACKED_BYTES"
+    )
 
 
 class WorkerSettings(BaseModel):
@@ -25,6 +82,7 @@ class WorkerSettings(BaseModel):
     celery: CelerySettings = Field(default_factory=CelerySettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
+    execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
@@ -32,3 +90,10 @@ class WorkerSettings(BaseModel):
     @property
     def database_url(self) -> str:
         return self.database.url(self.organization.org_name)
+
+    @property
+    def root_dir(self) -> Path:
+        """The worker's working area (SUBTUPLE_DIR): asset buffer, environments, task directories."""
+        if self.execution.root_dir:
+            return Path(self.execution.root_dir).absolute()
+        return (Path(self.storage.media_root) / "subtuple").absolute()

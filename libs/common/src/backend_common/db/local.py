@@ -185,13 +185,60 @@ class TaskDispatch(Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
 
 
+class CeleryDispatch(Base):
+    """A Celery task the events service decided to send: a transactional outbox.
+
+    The row is written in the transaction that applies the triggering event and moves the event
+    cursor, and the message is published after that commit (`published_at` then set). A crash
+    between the two leaves the row pending, to be published on restart; `dedupe_key` keeps repeated
+    events from deciding the same work twice.
+    """
+
+    __tablename__ = "celery_dispatches"
+    __table_args__ = (
+        Index(
+            "ix_celery_dispatches_pending",
+            "channel",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # What the work is about, e.g. `compute_task:<task key>`; each key is dispatched once.
+    dedupe_key: Mapped[str] = mapped_column(String(400), nullable=False, unique=True)
+    celery_task_id: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    channel: Mapped[str] = mapped_column(String(CHANNEL_LENGTH), nullable=False)
+    # The orchestrator event whose processing decided it.
+    event_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    task_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    queue: Mapped[str] = mapped_column(String(200), nullable=False)
+    # {"args": [...], "kwargs": {...}, "then": <the task to chain, same shape plus its name and
+    # queue> | null}, all JSON.
+    message: Mapped[dict[str, object]] = mapped_column(JsonDocument, nullable=False)
+    created_at: Mapped[datetime] = timestamp()
+    published_at: Mapped[datetime | None] = timestamp(nullable=True)
+
+
+class RevokedToken(Base):
+    """A JWT refresh token that may no longer be used (rotated by /me/refresh/ or logged out)."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Rows past their expiry can be deleted: the token would be refused anyway.
+    expires_at: Mapped[datetime] = timestamp(index=True)
+
+
 __all__ = [
     "ApiToken",
+    "CeleryDispatch",
     "ComputePlanWorkerMapping",
     "FunctionBuild",
     "ImageEntrypoint",
     "IncomingOrganization",
     "OutgoingOrganization",
+    "RevokedToken",
     "StoredFile",
     "TaskDispatch",
     "TokenKind",

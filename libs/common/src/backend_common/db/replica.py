@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Float,
     ForeignKey,
@@ -266,6 +267,10 @@ class ComputeTask(Base):
     logs_address: Mapped[str | None] = _address(nullable=True)
     logs_checksum: Mapped[str | None] = _checksum(nullable=True)
     logs_owner: Mapped[str | None] = organization_id(nullable=True)
+    # The REST representations of `inputs` and `outputs`, kept by triggers on their tables
+    # (migration 0004): the task list renders a page without one subquery per task.
+    inputs_document: Mapped[Any] = mapped_column(JSON, nullable=True)
+    outputs_document: Mapped[Any] = mapped_column(JSON, nullable=True)
 
     inputs: Mapped[list[ComputeTaskInput]] = relationship(
         back_populates="task", cascade="all, delete-orphan", order_by="ComputeTaskInput.position"
@@ -406,6 +411,22 @@ class TaskProfilingStep(Base):
     profile: Mapped[TaskProfile] = relationship(back_populates="steps")
 
 
+class ReplicaCount(Base):
+    """Rows per channel of the big replica tables, kept by database triggers (migration 0003).
+
+    Unfiltered listings need `count` for their pagination envelope; counting 100,000 rows at
+    each request would cost more than the page itself.
+    """
+
+    __tablename__ = "replica_counts"
+    __table_args__ = (PrimaryKeyConstraint("channel", "kind"),)
+
+    channel: Mapped[str] = channel_column()
+    # The counted table's name, e.g. `compute_tasks`.
+    kind: Mapped[str] = mapped_column(String(64), nullable=False)
+    count: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
 __all__ = [
     "ComputePlan",
     "ComputeTask",
@@ -425,6 +446,7 @@ __all__ = [
     "Organization",
     "Performance",
     "PermissionsMixin",
+    "ReplicaCount",
     "TaskProfile",
     "TaskProfilingStep",
 ]

@@ -1,0 +1,1 @@
+"""Data access: plain functions over SQLAlchemy sessions, one module per domain."""
