@@ -153,7 +153,6 @@ def organization_environment(organization: Organization) -> dict[str, str]:
         "SERVER_WORKERS": "2",
         "SECRET_KEY": f"localnet-secret-key-{organization.name}",
         "CELERYBEAT_SCHEDULE_FILE": str(organization.directory / "celerybeat-schedule"),
-        "PROMETHEUS_MULTIPROC_DIR": "",
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
     }
 
