@@ -259,16 +259,13 @@ class HttpSettings(_Group):
         return (self.default_domain_override or f"http://{self.site_host}:{self.site_port}").rstrip("/")
 
 
-class BackendSettings(BaseModel):
-    """Everything a backend process may read; each service keeps the groups it needs."""
+class ServiceSettings(BaseModel):
+    """The groups every backend service reads; each service's settings add the groups of its role."""
 
-    model_config = {"frozen": True, "arbitrary_types_allowed": True}
+    model_config = {"frozen": True}
 
     organization: OrganizationSettings = Field(default_factory=OrganizationSettings)
-    orchestrator: OrchestratorSettings = Field(default_factory=OrchestratorSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    celery: CelerySettings = Field(default_factory=CelerySettings)
-    storage: StorageSettings = Field(default_factory=StorageSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 

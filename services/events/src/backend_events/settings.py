@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from backend_common.settings import (
     CelerySettings,
-    DatabaseSettings,
     HttpSettings,
-    LoggingSettings,
-    MetricsSettings,
     OrchestratorSettings,
-    OrganizationSettings,
+    ServiceSettings,
 )
-from pydantic import BaseModel, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,18 +36,8 @@ class ConsumerSettings(BaseSettings):
     dispatch_retry_seconds: float = Field(default=2.0, gt=0, validation_alias="EVENTS_DISPATCH_RETRY_SECONDS")
 
 
-class EventsSettings(BaseModel):
-    model_config = {"frozen": True}
-
-    organization: OrganizationSettings = Field(default_factory=OrganizationSettings)
+class EventsSettings(ServiceSettings):
     orchestrator: OrchestratorSettings = Field(default_factory=OrchestratorSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     celery: CelerySettings = Field(default_factory=CelerySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
-    logging: LoggingSettings = Field(default_factory=LoggingSettings)
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
-
-    @property
-    def database_url(self) -> str:
-        return self.database.url(self.organization.org_name)

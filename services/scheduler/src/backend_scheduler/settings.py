@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from backend_common.settings import (
     CelerySettings,
-    DatabaseSettings,
-    LoggingSettings,
-    MetricsSettings,
-    OrganizationSettings,
+    ServiceSettings,
 )
-from pydantic import BaseModel, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,16 +19,6 @@ class BeatSettings(BaseSettings):
     )
 
 
-class SchedulerSettings(BaseModel):
-    model_config = {"frozen": True}
-
-    organization: OrganizationSettings = Field(default_factory=OrganizationSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+class SchedulerSettings(ServiceSettings):
     celery: CelerySettings = Field(default_factory=CelerySettings)
-    logging: LoggingSettings = Field(default_factory=LoggingSettings)
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     beat: BeatSettings = Field(default_factory=BeatSettings)
-
-    @property
-    def database_url(self) -> str:
-        return self.database.url(self.organization.org_name)

@@ -8,16 +8,13 @@ from typing import Annotated
 from backend_common.settings import (
     AuthSettings,
     ComputeSettings,
-    DatabaseSettings,
     EnvBool,
     HttpSettings,
-    LoggingSettings,
-    MetricsSettings,
     OrchestratorSettings,
-    OrganizationSettings,
+    ServiceSettings,
     StorageSettings,
 )
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -68,24 +65,14 @@ class ApiSettings(BaseSettings):
     upload_spool_dir: str | None = Field(default=None, validation_alias="UPLOAD_SPOOL_DIR")
 
 
-class ServerSettings(BaseModel):
-    model_config = {"frozen": True}
-
-    organization: OrganizationSettings = Field(default_factory=OrganizationSettings)
+class ServerSettings(ServiceSettings):
     orchestrator: OrchestratorSettings = Field(default_factory=OrchestratorSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
-    logging: LoggingSettings = Field(default_factory=LoggingSettings)
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     process: ProcessSettings = Field(default_factory=ProcessSettings)
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
-
-    @property
-    def database_url(self) -> str:
-        return self.database.url(self.organization.org_name)
 
     @property
     def msp_id(self) -> str:

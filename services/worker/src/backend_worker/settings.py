@@ -9,16 +9,13 @@ from typing import Annotated, Literal
 from backend_common.settings import (
     CelerySettings,
     ComputeSettings,
-    DatabaseSettings,
     EnvBool,
     HttpSettings,
-    LoggingSettings,
-    MetricsSettings,
     OrchestratorSettings,
-    OrganizationSettings,
+    ServiceSettings,
     StorageSettings,
 )
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 GIB = 1024**3
@@ -73,23 +70,13 @@ class ExecutionSettings(BaseSettings):
     )
 
 
-class WorkerSettings(BaseModel):
-    model_config = {"frozen": True}
-
-    organization: OrganizationSettings = Field(default_factory=OrganizationSettings)
+class WorkerSettings(ServiceSettings):
     orchestrator: OrchestratorSettings = Field(default_factory=OrchestratorSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     celery: CelerySettings = Field(default_factory=CelerySettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
-    logging: LoggingSettings = Field(default_factory=LoggingSettings)
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-
-    @property
-    def database_url(self) -> str:
-        return self.database.url(self.organization.org_name)
 
     @property
     def root_dir(self) -> Path:
