@@ -11,6 +11,9 @@ RUN := $(UV) run --frozen --no-sync
 export UV_SYSTEM_CERTS := 1
 export UV_PYTHON := $(PYTHON)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+# Byte-compiled at install: with PYTHONDONTWRITEBYTECODE set (as on CI) every process of the
+# network would otherwise compile its imports from source at each start.
+export UV_COMPILE_BYTECODE := 1
 
 PROTO_OUT := libs/common/src/backend_common/protos
 # Debian packages the tests start (PostgreSQL and Redis are the machine's own).

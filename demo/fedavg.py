@@ -117,12 +117,12 @@ def make_data(directory: Path, organization: int, samples: int, rng: np.random.G
     np.savez(directory / "data.npz", x=x, y=y)
 
 
-def clients_for(mode: str, organizations: int) -> list[substra.Client]:
+def clients_for(mode: str, organizations: int, network_file: Path) -> list[substra.Client]:
     if mode == "subprocess":
         return [substra.Client(backend_type="subprocess") for _ in range(organizations)]
-    if not NETWORK_FILE.exists():
-        raise SystemExit(f"{NETWORK_FILE} not found: run `make network` first")
-    network = yaml.safe_load(NETWORK_FILE.read_text())
+    if not network_file.exists():
+        raise SystemExit(f"{network_file} not found: run `make network` first")
+    network = yaml.safe_load(network_file.read_text())
     return [
         substra.Client(
             backend_type="remote", url=entry["url"], username=entry["username"], password=entry["password"]
@@ -183,10 +183,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--plot", type=Path, default=ROOT / ".local" / "demo-performance.png")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument(
+        "--network-file", type=Path, default=NETWORK_FILE, help="the network's description (remote mode)"
+    )
     arguments = parser.parse_args()
 
     started = time.monotonic()
-    clients = clients_for(arguments.mode, arguments.organizations)
+    clients = clients_for(arguments.mode, arguments.organizations, arguments.network_file)
     organization_ids = [client.organization_info().organization_id for client in clients]
     print(f"organizations: {', '.join(organization_ids)} ({arguments.mode} mode)")
     rng = np.random.default_rng(42)

@@ -8,6 +8,10 @@ Each organization gets its own database, object storage directory, accounts and 
 (migrations, server, events, worker, builder, scheduler beat and worker); all share the machine's
 PostgreSQL and Redis. Logs go to `.local/logs/`, the description of the network to
 `.local/network.yaml` (msp_id, url, username, password of each organization).
+
+Several networks can run side by side (the end-to-end tests start their own): `--home` moves the
+state, logs and description, `--port-offset` shifts every port, `--prefix` names the databases and
+`--redis-db` picks the Redis databases (broker N, results N+1).
 """
 
 from __future__ import annotations
@@ -29,11 +33,6 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL = ROOT / ".local"
-NETWORK_DIR = LOCAL / "network"
-LOG_DIR = LOCAL / "logs"
-STATE_FILE = NETWORK_DIR / "state.json"
-DESCRIPTION_FILE = LOCAL / "network.yaml"
 BIN = Path(sys.executable).parent
 
 POSTGRES_URL = os.environ.get(
@@ -46,11 +45,55 @@ ORCHESTRATOR_METRICS_PORT = 8484
 SERVER_BASE_PORT = 8000
 METRICS_BASE_PORT = 9200
 READY_TIMEOUT_SECONDS = 120
+# What every function environment sees without installing it: the network's "base image". With
+# substrafl and numpy there, a substrafl function's requirements are already satisfied and its
+# build takes seconds instead of a resolution against PyPI.
+FUNCTION_BASE_REQUIREMENTS = os.environ.get(
+    "LOCALNET_FUNCTION_BASE_REQUIREMENTS", "substratools==1.0.0 substrafl==1.0.0 numpy"
+)
+# Shared by every network of this checkout (pip's cache and the base environments are safe to
+# share: the cache is concurrency-safe, a base is built once under a file lock and only read).
+FUNCTION_CACHE = ROOT / ".local" / "function-cache"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one network keeps its state and which ports, databases and Redis databases it uses."""
+
+    home: Path = ROOT / ".local"
+    port_offset: int = 0
+    prefix: str = "localnet"
+    redis_db: int = 0
+
+    @property
+    def network_dir(self) -> Path:
+        return self.home / "network"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def state_file(self) -> Path:
+        return self.network_dir / "state.json"
+
+    @property
+    def description_file(self) -> Path:
+        return self.home / "network.yaml"
+
+    @property
+    def orchestrator_port(self) -> int:
+        return ORCHESTRATOR_PORT + self.port_offset
+
+    @property
+    def orchestrator_database(self) -> str:
+        return f"{self.prefix}_orchestrator"
 
 
 @dataclass(frozen=True)
 class Organization:
     index: int
+    layout: Layout = Layout()
 
     @property
     def name(self) -> str:
@@ -62,7 +105,7 @@ class Organization:
 
     @property
     def port(self) -> int:
-        return SERVER_BASE_PORT + self.index - 1
+        return SERVER_BASE_PORT + self.layout.port_offset + self.index - 1
 
     @property
     def url(self) -> str:
@@ -78,11 +121,15 @@ class Organization:
 
     @property
     def database(self) -> str:
-        return f"localnet_{self.name}"
+        return f"{self.layout.prefix}_{self.name}"
+
+    @property
+    def metrics_port(self) -> int:
+        return METRICS_BASE_PORT + self.layout.port_offset + 10 * self.index
 
     @property
     def directory(self) -> Path:
-        return NETWORK_DIR / self.name
+        return self.layout.network_dir / self.name
 
     def secret_towards(self, peer: Organization) -> str:
         # Pairing rule (operations.md 3.2): A's outgoing secret towards B is B's incoming secret for A.
@@ -110,9 +157,9 @@ def drop_databases(names: list[str]) -> None:
     engine.dispose()
 
 
-def purge_queues(organizations: list[Organization]) -> None:
+def purge_queues(layout: Layout, organizations: list[Organization]) -> None:
     """Remove messages a previous network left in Redis for these organizations' queues."""
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=0)
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=layout.redis_db)
     for organization in organizations:
         for pattern in (f"{organization.name}*", f"_kombu.binding.{organization.name}*"):
             keys = list(client.scan_iter(match=pattern, count=500))
@@ -141,9 +188,11 @@ def organization_environment(organization: Organization) -> dict[str, str]:
         "CHANNELS": json.dumps([{CHANNEL: {"restricted": False, "model_export_enabled": True}}]),
         "DATABASE_URL": database_url(organization.database),
         "ORCHESTRATOR_HOST": "127.0.0.1",
-        "ORCHESTRATOR_PORT": str(ORCHESTRATOR_PORT),
+        "ORCHESTRATOR_PORT": str(organization.layout.orchestrator_port),
         "CELERY_BROKER_HOST": REDIS_HOST,
         "CELERY_BROKER_PORT": str(REDIS_PORT),
+        "CELERY_BROKER_DATABASE": str(organization.layout.redis_db),
+        "CELERY_RESULT_DATABASE": str(organization.layout.redis_db + 1),
         "MEDIA_ROOT": str(organization.directory / "medias"),
         "SERVERMEDIAS_ROOT": str(organization.directory / "servermedias"),
         "SUBTUPLE_DIR": str(organization.directory / "subtuple"),
@@ -153,12 +202,15 @@ def organization_environment(organization: Organization) -> dict[str, str]:
         "SERVER_WORKERS": "2",
         "SECRET_KEY": f"localnet-secret-key-{organization.name}",
         "CELERYBEAT_SCHEDULE_FILE": str(organization.directory / "celerybeat-schedule"),
+        "FUNCTION_BASE_REQUIREMENTS": FUNCTION_BASE_REQUIREMENTS,
+        "FUNCTION_BASE_ENVIRONMENT": str(base_environment()),
+        "FUNCTION_PIP_CACHE_DIR": str(FUNCTION_CACHE / "pip"),
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
     }
 
 
-def start(name: str, command: list[str], environment: dict[str, str]) -> int:
-    log = (LOG_DIR / f"{name}.log").open("ab")
+def start(layout: Layout, name: str, command: list[str], environment: dict[str, str]) -> int:
+    log = (layout.log_dir / f"{name}.log").open("ab")
     process = subprocess.Popen(
         command,
         env=environment,
@@ -180,17 +232,17 @@ def alive(pid: int) -> bool:
     return True
 
 
-def read_state() -> dict[str, object] | None:
-    return json.loads(STATE_FILE.read_text()) if STATE_FILE.exists() else None
+def read_state(layout: Layout) -> dict[str, object] | None:
+    return json.loads(layout.state_file.read_text()) if layout.state_file.exists() else None
 
 
-def wait_ready(organizations: list[Organization], processes: dict[str, int]) -> None:
+def wait_ready(layout: Layout, organizations: list[Organization], processes: dict[str, int]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     pending = {organization.msp_id: organization for organization in organizations}
     while pending and time.monotonic() < deadline:
         for name, pid in processes.items():
             if not alive(pid):
-                raise SystemExit(f"{name} exited; see {LOG_DIR / (name + '.log')}")
+                raise SystemExit(f"{name} exited; see {layout.log_dir / (name + '.log')}")
         for msp_id, organization in list(pending.items()):
             try:
                 if httpx.get(f"{organization.url}/readiness", timeout=2).status_code == 200:
@@ -200,11 +252,56 @@ def wait_ready(organizations: list[Organization], processes: dict[str, int]) -> 
                 pass
         time.sleep(0.5)
     if pending:
-        raise SystemExit(f"not ready after {READY_TIMEOUT_SECONDS}s: {', '.join(pending)}; see {LOG_DIR}")
+        waiting = ", ".join(pending)
+        raise SystemExit(f"not ready after {READY_TIMEOUT_SECONDS}s: {waiting}; see {layout.log_dir}")
 
 
-def up(count: int) -> None:
-    state = read_state()
+def base_environment() -> Path:
+    # One per (interpreter, requirements), as the worker names them: never rebuilt in place.
+    from backend_worker.function_environment import base_environment_path  # noqa: PLC0415
+    from backend_worker.settings import default_python  # noqa: PLC0415
+
+    requirements = FUNCTION_BASE_REQUIREMENTS.split()
+    return base_environment_path(FUNCTION_CACHE / "bases", default_python(), requirements)
+
+
+def migrate(layout: Layout, organizations: list[Organization]) -> None:
+    """Every organization's schema and accounts, all at once (each takes a few seconds of start-up),
+    and the functions' base environment (built on the first start only)."""
+    print("migrating the organizations' databases, preparing the functions' base environment")
+    steps = {
+        "functions-base": ([str(BIN / "backend-worker"), "prepare"], organizations[0]),
+        **{
+            f"{organization.name}-migrations": (
+                [
+                    str(BIN / "backend-migrations"),
+                    "run",
+                    "--accounts-dir",
+                    str(write_accounts(organization, organizations)),
+                ],
+                organization,
+            )
+            for organization in organizations
+        },
+    }
+    running = {
+        name: subprocess.Popen(
+            command,
+            env=organization_environment(organization),
+            stdout=(layout.log_dir / f"{name}.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        for name, (command, organization) in steps.items()
+    }
+    failed = [name for name, process in running.items() if process.wait() != 0]
+    if failed:
+        logs = ", ".join(str(layout.log_dir / f"{name}.log") for name in failed)
+        raise SystemExit(f"start-up steps failed; see {logs}")
+
+
+def up(layout: Layout, count: int) -> None:
+    state = read_state(layout)
     if state is not None:
         pids = state["processes"]
         assert isinstance(pids, dict)
@@ -212,51 +309,44 @@ def up(count: int) -> None:
             print(f"network of {count} organizations already running; nothing changed")
             return
         print("network partly stopped or of another size: restarting it")
-        down()
+        down(layout)
 
-    organizations = [Organization(index) for index in range(1, count + 1)]
-    NETWORK_DIR.mkdir(parents=True, exist_ok=True)
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    databases = ["localnet_orchestrator", *(organization.database for organization in organizations)]
+    organizations = [Organization(index, layout) for index in range(1, count + 1)]
+    layout.network_dir.mkdir(parents=True, exist_ok=True)
+    layout.log_dir.mkdir(parents=True, exist_ok=True)
+    databases = [layout.orchestrator_database, *(organization.database for organization in organizations)]
     create_databases(databases)
-    purge_queues(organizations)
+    purge_queues(layout, organizations)
     processes: dict[str, int] = {}
     state = {"orgs": count, "databases": databases, "processes": processes}
 
     def save() -> None:
-        STATE_FILE.write_text(json.dumps(state, indent=2))
+        layout.state_file.write_text(json.dumps(state, indent=2))
 
     try:
-        orchestrator_config = NETWORK_DIR / "orchestrator.yaml"
+        orchestrator_config = layout.network_dir / "orchestrator.yaml"
         orchestrator_config.write_text(
             yaml.safe_dump(
                 {
-                    "listen": f"127.0.0.1:{ORCHESTRATOR_PORT}",
-                    "metrics_listen": f"127.0.0.1:{ORCHESTRATOR_METRICS_PORT}",
-                    "database_url": database_url("localnet_orchestrator"),
+                    "listen": f"127.0.0.1:{layout.orchestrator_port}",
+                    "metrics_listen": f"127.0.0.1:{ORCHESTRATOR_METRICS_PORT + layout.port_offset}",
+                    "database_url": database_url(layout.orchestrator_database),
                     "channels": {CHANNEL: [organization.msp_id for organization in organizations]},
                 }
             )
         )
         print("starting the orchestrator")
         processes["orchestrator"] = start(
+            layout,
             "orchestrator",
             [str(BIN / "orchestrator"), "serve", "--config", str(orchestrator_config)],
             dict(os.environ),
         )
         save()
+        migrate(layout, organizations)
         for organization in organizations:
             print(f"starting {organization.msp_id}")
             environment = organization_environment(organization)
-            accounts = write_accounts(organization, organizations)
-            subprocess.run(
-                [str(BIN / "backend-migrations"), "run", "--accounts-dir", str(accounts)],
-                env=environment,
-                check=True,
-                stdout=(LOG_DIR / f"{organization.name}-migrations.log").open("ab"),
-                stderr=subprocess.STDOUT,
-            )
-            metrics_port = METRICS_BASE_PORT + 10 * organization.index
             roles = {
                 "server": [str(BIN / "backend-server")],
                 "events": [str(BIN / "backend-events"), "consume"],
@@ -268,24 +358,24 @@ def up(count: int) -> None:
             for offset, (role, command) in enumerate(roles.items()):
                 role_environment = {
                     **environment,
-                    "METRICS_PORT": str(metrics_port + offset),
+                    "METRICS_PORT": str(organization.metrics_port + offset),
                     "HOSTNAME": f"{role}-0",
                 }
                 processes[f"{organization.name}-{role}"] = start(
-                    f"{organization.name}-{role}", command, role_environment
+                    layout, f"{organization.name}-{role}", command, role_environment
                 )
                 save()
-        wait_ready(organizations, processes)
+        wait_ready(layout, organizations, processes)
     except BaseException:
         print("start failed: stopping what was started")
-        down()
+        down(layout)
         raise
 
-    DESCRIPTION_FILE.write_text(
+    layout.description_file.write_text(
         yaml.safe_dump(
             {
                 "channel": CHANNEL,
-                "orchestrator": f"127.0.0.1:{ORCHESTRATOR_PORT}",
+                "orchestrator": f"127.0.0.1:{layout.orchestrator_port}",
                 "organizations": [
                     {
                         "msp_id": organization.msp_id,
@@ -299,11 +389,11 @@ def up(count: int) -> None:
             sort_keys=False,
         )
     )
-    print(f"network ready: {DESCRIPTION_FILE.relative_to(ROOT)}")
+    print(f"network ready: {layout.description_file}")
 
 
-def down() -> None:
-    state = read_state()
+def down(layout: Layout) -> None:
+    state = read_state(layout)
     if state is None:
         print("no network running")
         return
@@ -322,14 +412,14 @@ def down() -> None:
     databases = state["databases"]
     assert isinstance(databases, list)
     drop_databases([str(name) for name in databases])
-    purge_queues([Organization(index) for index in range(1, int(str(state["orgs"])) + 1)])
-    STATE_FILE.unlink()
-    DESCRIPTION_FILE.unlink(missing_ok=True)
+    purge_queues(layout, [Organization(index, layout) for index in range(1, int(str(state["orgs"])) + 1)])
+    layout.state_file.unlink()
+    layout.description_file.unlink(missing_ok=True)
     print("network stopped")
 
 
-def status() -> int:
-    state = read_state()
+def status(layout: Layout) -> int:
+    state = read_state(layout)
     if state is None:
         print("no network running")
         return 1
@@ -344,21 +434,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--home", type=Path, default=Path(os.environ.get("LOCALNET_HOME", ROOT / ".local")))
+    parser.add_argument("--port-offset", type=int, default=int(os.environ.get("LOCALNET_PORT_OFFSET", "0")))
+    parser.add_argument("--prefix", default=os.environ.get("LOCALNET_PREFIX", "localnet"))
+    parser.add_argument("--redis-db", type=int, default=int(os.environ.get("LOCALNET_REDIS_DB", "0")))
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up")
     up_parser.add_argument("--orgs", type=int, default=int(os.environ.get("ORGS", "2")))
     commands.add_parser("down")
     commands.add_parser("status")
     arguments = parser.parse_args()
+    if not arguments.prefix.isidentifier():
+        parser.error("--prefix must be an identifier (it names databases)")
+    layout = Layout(arguments.home.resolve(), arguments.port_offset, arguments.prefix, arguments.redis_db)
     if arguments.command == "up":
         if not 1 <= arguments.orgs <= 8:
             parser.error("--orgs must be between 1 and 8")
-        up(arguments.orgs)
+        up(layout, arguments.orgs)
         return 0
     if arguments.command == "down":
-        down()
+        down(layout)
         return 0
-    return status()
+    return status(layout)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import pickle
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from backend_common.protos import (
     performance_pb2,
 )
 from backend_common.settings import StorageSettings
-from backend_common.storage import ASSET_LOGS_BUCKET, MODEL_BUCKET, make_storage
+from backend_common.storage import ASSET_LOGS_BUCKET, FUNCTION_BUCKET, MODEL_BUCKET, make_storage
 from backend_worker.asset_buffer import AssetKind
 from backend_worker.cleanup import (
     disable_transient_outputs,
@@ -406,6 +409,20 @@ def test_build_of_canceled_plans_and_rebuild_of_a_known_archive(
     assert time.monotonic() - started < 0.5
     assert org.orchestrator.get_function(second.key).status == function_pb2.FUNCTION_STATUS_READY
     assert first.archive.checksum == second.archive.checksum
+    # Each READY function has its image: the manifest of its build, stored and addressed here.
+    for function in (first, org.orchestrator.get_function(second.key)):
+        address = f"{org.context.default_domain}/function/{function.key}/image/"
+        assert function.image.storage_address == address
+        stored = org.context.storage.read_bytes(FUNCTION_BUCKET, f"functions/{function.key}/image.zip")
+        assert hashlib.sha256(stored).hexdigest() == function.image.checksum
+        with zipfile.ZipFile(io.BytesIO(stored)) as archive_file:
+            manifest = json.loads(archive_file.read("image.json"))
+        assert manifest["function_key"] == function.key
+        assert manifest["archive_checksum"] == function.archive.checksum
+        assert any(package.lower().startswith("substratools==") for package in manifest["packages"])
+    # So a READY function can be renamed (the orchestrator refuses a READY function without image).
+    org.orchestrator.update_function(second.key, name="renamed")
+    assert org.orchestrator.get_function(second.key).name == "renamed"
     # A function whose only plan is canceled is not built.
     third = org.register_function(sdk_function_archive(tmp_path, "trivial", requirements=""), MODEL_IO)
     plan = new_plan(org)

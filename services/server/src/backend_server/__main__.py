@@ -40,6 +40,7 @@ def main() -> None:
         log_config=None,  # keep the JSON logging configured above (and by each worker's app)
         access_log=settings.process.access_log,
         proxy_headers=True,
+        timeout_worker_healthcheck=settings.process.worker_healthcheck_timeout,
     )
 
 

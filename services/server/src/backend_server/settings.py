@@ -38,6 +38,11 @@ class ProcessSettings(BaseSettings):
     workers: int = Field(default=1, ge=1, validation_alias="SERVER_WORKERS")
     # One JSON line per request; the request metrics are kept either way.
     access_log: EnvBool = Field(default=True, validation_alias="SERVER_ACCESS_LOG")
+    # uvicorn kills a worker that does not answer its supervisor's ping in time; its 5 s default
+    # kills workers still importing on a loaded machine, over and over.
+    worker_healthcheck_timeout: int = Field(
+        default=60, ge=1, validation_alias="SERVER_WORKER_HEALTHCHECK_TIMEOUT"
+    )
 
 
 class ApiSettings(BaseSettings):

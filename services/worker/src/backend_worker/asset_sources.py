@@ -41,6 +41,7 @@ ROLE_OPENER = "opener"
 ROLE_DATA_SAMPLE = "data_sample"
 ROLE_MODEL = "model"
 ROLE_LOGS = "logs"
+ROLE_FUNCTION_IMAGE = "function_image"
 
 
 class ChecksumError(Exception):

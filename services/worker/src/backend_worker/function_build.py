@@ -6,6 +6,11 @@ its building tasks fail). A function whose compute plans are all canceled or fai
 instead of built. Environments are keyed by archive checksum: a checksum built on this host is
 never built again, whichever function brings it.
 
+Before READY the builder publishes the function's image (`UpdateFunction(name, image)`, as the
+reference does): environments stay on the host that built them, so the image is a manifest of the
+build (archive checksum, entrypoint, installed packages), stored as `functions/<key>/image.zip` and
+served at `<DEFAULT_DOMAIN>/function/<key>/image/`.
+
 Workers build locally what they have not built yet, including functions of other organizations,
 whose archive is downloaded from the owner's backend.
 """
@@ -13,22 +18,27 @@ whose archive is downloaded from the owner's backend.
 from __future__ import annotations
 
 import enum
+import importlib.metadata
+import io
+import json
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 from backend_common.logging import get_logger
 from backend_common.orchestrator import OrchestratorClient, UnknownError
-from backend_common.protos import computetask_pb2, failure_report_pb2, function_pb2
+from backend_common.protos import common_pb2, computetask_pb2, failure_report_pb2, function_pb2
+from backend_common.storage import FUNCTION_BUCKET
 
-from backend_worker.asset_sources import ROLE_FUNCTION_ARCHIVE
+from backend_worker.asset_sources import ROLE_FUNCTION_ARCHIVE, ROLE_FUNCTION_IMAGE
 from backend_worker.context import WorkerContext
 from backend_worker.errors import BuildError
 from backend_worker.executor import FunctionImage
 from backend_worker.failure_reports import register_failure_report
 from backend_worker.metrics import FUNCTION_BUILD_DURATION, FUNCTION_BUILDS
 from backend_worker.profiling import register_build_step
-from backend_worker.stored_files import record_function_build
+from backend_worker.stored_files import record_function_build, record_stored_file
 
 logger = get_logger("backend_worker.function_build")
 
@@ -129,7 +139,7 @@ def _build_function(context: WorkerContext, channel: str, function_key: str) -> 
         return BuildOutcome.CANCELED
     started = time.monotonic()
     try:
-        _, built = ensure_function_image(context, client, function)
+        image, built = ensure_function_image(context, client, function)
     except BuildError as error:
         log.info("function build failed", error=str(error))
         register_failure_report(
@@ -142,6 +152,62 @@ def _build_function(context: WorkerContext, channel: str, function_key: str) -> 
         )
         return BuildOutcome.FAILED
     register_build_step(client, function_key, time.monotonic() - started)
+    publish_image(context, client, function_key, image)
     _apply(client, function_key, function_pb2.FUNCTION_ACTION_READY)
     log.info("function ready", built=built)
     return BuildOutcome.BUILT if built else BuildOutcome.REUSED
+
+
+def installed_packages(image: FunctionImage) -> list[str]:
+    """`name==version` of what the function's environment provides (its own and the base's)."""
+    venv = Path(image.location) / "venv"
+    paths = sorted(str(path) for path in (venv / "lib").glob("python3*/site-packages"))
+    for site in list(paths):
+        for pth in Path(site).glob("*.pth"):
+            paths += [line for line in pth.read_text().splitlines() if line.startswith("/")]
+    found = {
+        f"{dist.metadata['Name']}=={dist.version}"
+        for dist in importlib.metadata.distributions(path=paths)
+        if dist.metadata["Name"]
+    }
+    return sorted(found, key=str.lower)
+
+
+def image_manifest(function: function_pb2.Function, image: FunctionImage) -> bytes:
+    """The zip published as the function's image; the same build gives the same bytes."""
+    manifest = {
+        "function_key": function.key,
+        "archive_checksum": image.archive_checksum,
+        "entrypoint": list(image.entrypoint.entrypoint),
+        "packages": installed_packages(image),
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        info = zipfile.ZipInfo("image.json", date_time=(1980, 1, 1, 0, 0, 0))
+        archive.writestr(info, json.dumps(manifest, indent=2, sort_keys=True))
+    return buffer.getvalue()
+
+
+def publish_image(
+    context: WorkerContext, client: OrchestratorClient, function_key: str, image: FunctionImage
+) -> common_pb2.Addressable:
+    """Store the image manifest and set it on the function (the orchestrator wants a READY
+    function to have an image)."""
+    function = client.get_function(function_key)  # fresh: keep a rename made during the build
+    object_key = f"functions/{function_key}/image.zip"
+    stored = context.storage.put(FUNCTION_BUCKET, object_key, [image_manifest(function, image)])
+    record_stored_file(
+        context.sessions,
+        asset_key=function_key,
+        role=ROLE_FUNCTION_IMAGE,
+        bucket=FUNCTION_BUCKET,
+        object_key=object_key,
+        checksum=stored.sha256,
+        size=stored.size,
+        filename="image.zip",
+    )
+    address = common_pb2.Addressable(
+        checksum=stored.sha256, storage_address=f"{context.default_domain}/function/{function_key}/image/"
+    )
+    client.update_function(function_key, name=function.name, image=address)
+    return address
