@@ -4,6 +4,8 @@ end-to-end tests, started once per session beside any network `make network` run
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -90,8 +92,20 @@ def e2e_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ENetwork
         organizations = [OrganizationAccess(**entry) for entry in description["organizations"]]
         yield E2ENetwork(options, home, network.description_file, organizations)
     finally:
+        state_file = home / "network" / "state.json"
+        pids = json.loads(state_file.read_text())["processes"] if state_file.exists() else {}
         stopped = network.localnet("down")
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        left = [name for name, pid in pids.items() if _alive(int(pid))]
+        assert not left, f"still running after `localnet down`: {left}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")
