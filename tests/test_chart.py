@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from backend_common.settings import CelerySettings
 from registry_prepopulate.settings import load_items
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,7 +245,51 @@ VARIATIONS: dict[str, dict[str, Any]] = {
             "redis": {"auth": {"enabled": True, "existingSecret": "my-redis"}},
             "objectStore": {"url": "https://s3.example.com", "existingSecret": "my-objectstore"},
             "addAccountOperator": {"existingSecret": "my-accounts"},
+            "containerRegistry": {"auth": {"enabled": True, "existingSecret": "my-registry"}},
         }
+    },
+    "scheduler-jobs": {
+        "global": {
+            "orchestrator": {
+                "host": "orchestrator.example.com",
+                "port": 443,
+                "tls": {"enabled": True, "cacert": "orchestrator-ca"},
+            },
+            "containerRegistry": {
+                "auth": {"enabled": True, "username": "collector", "password": "registry-password"},
+                "prepopulate": [{"image": "substra/substra-tools:1.0.0", "sourceRegistry": "ghcr.io"}],
+            },
+        },
+        "registryPrepopulate": {"enabled": True},
+        "worker": {
+            "replicaCount": 3,
+            # A values file gives float64 numbers: a million and more must not print as 1.2096e+06.
+            "maintenance": {
+                "assetBufferMaxAge": 1209600,
+                "taskDirMaxAge": 0,
+                "functionEnvironmentMaxAge": 3600,
+            },
+        },
+        "scheduler": {
+            "worker": {"replicaCount": 2},
+            "jobs": {
+                "periods": {
+                    "flushExpiredTokens": 3600,
+                    "registryGc": 0,
+                    "redispatchStaleTasks": 120,
+                    "dispatchForgottenTasks": 60,
+                    "tearDownFinishedPlans": 1800,
+                    "evictAssetBuffer": 7200,
+                    "cleanTaskDirectories": 1800,
+                    "collectFunctionEnvironments": 1209600,
+                },
+                "executingTaskStaleAfter": 14400,
+                "executingTaskMaxRedispatches": 5,
+                "undispatchedTaskGrace": 600,
+                "planTeardownGrace": 1200,
+                "registryGcGrace": 1209600,
+            },
+        },
     },
     "server-only": {
         "events": {"enabled": False},
@@ -389,10 +434,39 @@ def test_defaults(rendered: dict[str, str]) -> None:
 
     beat = container(find(manifests, "Deployment", f"{RELEASE}-scheduler"))
     assert beat["command"] == ["backend-scheduler", "beat"]
-    assert container(find(manifests, "Deployment", f"{RELEASE}-scheduler-worker"))["command"] == [
-        "backend-scheduler",
-        "worker",
+    scheduler_worker = find(manifests, "Deployment", f"{RELEASE}-scheduler-worker")
+    scheduler_worker_container = container(scheduler_worker)
+    assert scheduler_worker_container["command"] == ["backend-scheduler", "worker"]
+    # The scheduler-worker serves its jobs' metrics like the workers: port, annotations, Service.
+    assert env_of(scheduler_worker_container)["METRICS_PORT"] == "8001"
+    assert data["METRICS_HOST"] == "0.0.0.0"
+    assert scheduler_worker_container["ports"] == [
+        {"name": "metrics", "containerPort": 8001, "protocol": "TCP"}
     ]
+    annotations = scheduler_worker["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "8001"
+    assert annotations["prometheus.io/scrape"] == "true"
+    metrics_service = find(manifests, "Service", f"{RELEASE}-scheduler-worker")
+    assert metrics_service["spec"]["clusterIP"] == "None"
+    assert metrics_service["spec"]["ports"] == [{"name": "metrics", "port": 8001, "targetPort": "metrics"}]
+    assert metrics_service["spec"]["selector"] == scheduler_worker["spec"]["selector"]["matchLabels"]
+    labels = scheduler_worker["spec"]["template"]["metadata"]["labels"]
+    assert {"role-orchestrator-client", "role-registry-client"} <= set(labels)
+    # Beat serves nothing and talks to no orchestrator.
+    assert "ports" not in beat
+    assert (
+        "prometheus.io/port"
+        not in find(manifests, "Deployment", f"{RELEASE}-scheduler")["spec"]["template"]["metadata"][
+            "annotations"
+        ]
+    )
+    # The registry garbage collection uses the registry API: no Kubernetes API access any more.
+    assert f"{RELEASE}-scheduler" not in names(manifests, "Role") | names(manifests, "RoleBinding")
+    assert find(manifests, "ServiceAccount", f"{RELEASE}-scheduler")["automountServiceAccountToken"] is False
+    assert "role-api-k8s-client" not in labels
+    assert data["WORKER_REPLICAS"] == "1"
+    assert "REGISTRY_USERNAME" not in env_of(scheduler_worker_container)
+    assert f"{RELEASE}-registry" not in names(manifests, "Secret")
     builder = container(find(manifests, "StatefulSet", f"{RELEASE}-builder"))
     assert builder["command"] == ["backend-worker", "builder"]
     assert env_of(builder)["IMAGE_BUILD_TIMEOUT"] == "3600"
@@ -455,6 +529,7 @@ def test_orchestrator_tls(rendered: dict[str, str]) -> None:
         ("Deployment", f"{RELEASE}-events"),
         ("StatefulSet", f"{RELEASE}-worker"),
         ("StatefulSet", f"{RELEASE}-builder"),
+        ("Deployment", f"{RELEASE}-scheduler-worker"),
     ):
         workload = find(manifests, kind, name)
         mounts = {mount["name"]: mount["mountPath"] for mount in container(workload)["volumeMounts"]}
@@ -551,6 +626,10 @@ def test_existing_secrets(rendered: dict[str, str]) -> None:
     volume = next(item for item in pod_spec(job)["volumes"] if item["name"] == "accounts")
     assert volume["secret"]["secretName"] == "my-accounts"
     assert settings(manifests)["OBJECTSTORE_URL"] == "https://s3.example.com"
+    scheduler_worker = env_of(container(find(manifests, "Deployment", f"{RELEASE}-scheduler-worker")))
+    assert scheduler_worker["REGISTRY_PASSWORD"] == {
+        "secretKeyRef": {"name": "my-registry", "key": "REGISTRY_PASSWORD"}
+    }
 
 
 def test_secret_key_is_stable(helm: Helm, rendered: dict[str, str]) -> None:
@@ -660,6 +739,46 @@ def process_environment(manifests: list[Manifest], kind: str, name: str) -> dict
     return environment
 
 
+# Variables of the test run that the settings classes read: only what the chart sets may count.
+TEST_RUN_PREFIXES = (
+    "DATABASE_",
+    "CELERY_",
+    "CELERYBEAT_",
+    "ORCHESTRATOR_",
+    "OBJECTSTORE_",
+    "SERVER_",
+    "REGISTRY",
+    "SCHEDULER_",
+    "METRICS_",
+    "ENABLE_METRICS",
+    "WORKER_REPLICAS",
+    "EXECUTING_TASK_",
+    "UNDISPATCHED_TASK_GRACE",
+    "PLAN_TEARDOWN_GRACE",
+    "ASSET_BUFFER_",
+    "TASK_DIR_MAX_AGE",
+    "FUNCTION_ENVIRONMENT_MAX_AGE",
+)
+
+
+def use_environment(monkeypatch: pytest.MonkeyPatch, environment: dict[str, str]) -> None:
+    for variable in list(os.environ):
+        if variable.startswith(TEST_RUN_PREFIXES):
+            monkeypatch.delenv(variable)
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+
+
+def load_settings(
+    monkeypatch: pytest.MonkeyPatch, manifests: list[Manifest], kind: str, name: str, module: str, cls: str
+) -> Any:
+    """The settings object `cls` of `module` as the container `kind/name` would build it."""
+    settings_class = getattr(pytest.importorskip(module), cls)
+    with monkeypatch.context() as patch:
+        use_environment(patch, process_environment(manifests, kind, name))
+        return settings_class()
+
+
 @pytest.mark.parametrize(
     ("kind", "name", "module", "cls"),
     [
@@ -667,23 +786,15 @@ def process_environment(manifests: list[Manifest], kind: str, name: str) -> dict
         ("Deployment", f"{RELEASE}-events", "backend_events.settings", "EventsSettings"),
         ("StatefulSet", f"{RELEASE}-worker", "backend_worker.settings", "WorkerSettings"),
         ("Deployment", f"{RELEASE}-scheduler", "backend_scheduler.settings", "SchedulerSettings"),
+        ("Deployment", f"{RELEASE}-scheduler-worker", "backend_scheduler.settings", "SchedulerSettings"),
         ("Job", f"{RELEASE}-migrations", "backend_migrations.settings", "MigrationsSettings"),
     ],
 )
 def test_services_read_the_rendered_settings(
     rendered: dict[str, str], monkeypatch: pytest.MonkeyPatch, kind: str, name: str, module: str, cls: str
 ) -> None:
-    settings_class = getattr(pytest.importorskip(module), cls)
-    manifests = documents(rendered["orchestrator-tls"])
-    environment = process_environment(manifests, kind, name)
     # Only what the chart sets: no variable of the test run (DATABASE_URL...) may leak in.
-    for variable in list(os.environ):
-        if variable.startswith(("DATABASE_", "CELERY_", "ORCHESTRATOR_", "OBJECTSTORE_", "SERVER_")):
-            monkeypatch.delenv(variable)
-    for variable, value in environment.items():
-        monkeypatch.setenv(variable, value)
-
-    loaded = settings_class()
+    loaded = load_settings(monkeypatch, documents(rendered["orchestrator-tls"]), kind, name, module, cls)
     organization = loaded.organization
     assert organization.org_name == "default"
     assert organization.msp_id == "MyOrg1MSP"
@@ -704,6 +815,171 @@ def test_services_read_the_rendered_settings(
         assert (loaded.process.bind_host, loaded.process.bind_port) == ("0.0.0.0", 8000)
     if hasattr(loaded, "auth"):
         assert loaded.auth.secret_key == f"{RELEASE}-server-key/SECRET_KEY"
+
+
+JOB_PERIOD_ALIASES = {
+    "registry_gc_period": "SCHEDULER_REGISTRY_GC_PERIOD",
+    "redispatch_stale_tasks_period": "SCHEDULER_REDISPATCH_STALE_TASKS_PERIOD",
+    "dispatch_forgotten_tasks_period": "SCHEDULER_DISPATCH_FORGOTTEN_TASKS_PERIOD",
+    "tear_down_finished_plans_period": "SCHEDULER_TEAR_DOWN_FINISHED_PLANS_PERIOD",
+    "evict_asset_buffer_period": "SCHEDULER_EVICT_ASSET_BUFFER_PERIOD",
+    "clean_task_directories_period": "SCHEDULER_CLEAN_TASK_DIRECTORIES_PERIOD",
+    "collect_function_environments_period": "SCHEDULER_COLLECT_FUNCTION_ENVIRONMENTS_PERIOD",
+}
+WORKER_AGES = ("asset_buffer_max_age", "task_dir_max_age", "function_environment_max_age")
+
+
+def test_scheduler_and_worker_defaults_are_the_code_defaults(
+    rendered: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scheduler_module = pytest.importorskip("backend_scheduler.settings")
+    worker_module = pytest.importorskip("backend_worker.settings")
+    manifests = documents(rendered["defaults"])
+    job_fields = scheduler_module.JobSettings.model_fields
+    # Every period and limit of the code is set by the chart (none is left to the code's default).
+    rendered_job_variables = set(process_environment(manifests, "Deployment", f"{RELEASE}-scheduler-worker"))
+    assert {field.validation_alias for field in job_fields.values()} <= rendered_job_variables
+    code_jobs = {name: field.default for name, field in job_fields.items()}
+    code_flush = CelerySettings.model_fields["flush_expired_tokens_period"].default
+    for name in (f"{RELEASE}-scheduler", f"{RELEASE}-scheduler-worker"):
+        loaded = load_settings(
+            monkeypatch, manifests, "Deployment", name, "backend_scheduler.settings", "SchedulerSettings"
+        )
+        assert loaded.jobs.model_dump() == code_jobs, name
+        assert loaded.celery.flush_expired_tokens_period == code_flush, name
+    assert {name: job_fields[name].validation_alias for name in JOB_PERIOD_ALIASES} == JOB_PERIOD_ALIASES
+
+    execution_fields = worker_module.ExecutionSettings.model_fields
+    code_ages = {name: execution_fields[name].default for name in WORKER_AGES}
+    for name in (f"{RELEASE}-worker", f"{RELEASE}-builder"):
+        environment = process_environment(manifests, "StatefulSet", name)
+        assert {execution_fields[age].validation_alias for age in WORKER_AGES} <= set(environment), name
+        loaded = load_settings(
+            monkeypatch, manifests, "StatefulSet", name, "backend_worker.settings", "WorkerSettings"
+        )
+        assert {age: getattr(loaded.execution, age) for age in WORKER_AGES} == code_ages, name
+
+
+def test_scheduler_jobs_reach_the_scheduler_settings(
+    rendered: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tasks = pytest.importorskip("backend_scheduler.tasks")
+    manifests = documents(rendered["scheduler-jobs"])
+    assert settings(manifests)["WORKER_REPLICAS"] == "3"
+    assert find(manifests, "Deployment", f"{RELEASE}-scheduler-worker")["spec"]["replicas"] == 2
+    assert secret_data(manifests, f"{RELEASE}-registry") == {
+        "REGISTRY_USERNAME": "collector",
+        "REGISTRY_PASSWORD": "registry-password",
+    }
+
+    worker = load_settings(
+        monkeypatch,
+        manifests,
+        "Deployment",
+        f"{RELEASE}-scheduler-worker",
+        "backend_scheduler.settings",
+        "SchedulerSettings",
+    )
+    # An orchestrator client, the TLS material where the settings point.
+    assert worker.orchestrator.target == "orchestrator.example.com:443"
+    assert worker.orchestrator.tls_enabled and not worker.orchestrator.mtls_enabled
+    assert worker.orchestrator.tls_server_cacert_path == "/var/substra/orchestrator/tls/server/ca.crt"
+    # A registry client, with the credentials of global.containerRegistry.auth.
+    compute = worker.compute
+    assert (compute.registry, compute.registry_scheme, compute.user_image_repository) == (
+        f"{RELEASE}-docker-registry:5000",
+        "http",
+        "substra/user-image",
+    )
+    assert (compute.registry_username, compute.registry_password) == (
+        f"{RELEASE}-registry/REGISTRY_USERNAME",
+        f"{RELEASE}-registry/REGISTRY_PASSWORD",
+    )
+    # Metrics on the pod address, on the port the container and the Service expose.
+    assert (worker.metrics.enabled, worker.metrics.host, worker.metrics.port) == (True, "0.0.0.0", 8001)
+    assert worker.jobs.model_dump() == {
+        "registry_gc_period": 0,
+        "redispatch_stale_tasks_period": 120,
+        "dispatch_forgotten_tasks_period": 60,
+        "tear_down_finished_plans_period": 1800,
+        "evict_asset_buffer_period": 7200,
+        "clean_task_directories_period": 1800,
+        "collect_function_environments_period": 1209600,
+        "executing_task_stale_after": 14400,
+        "executing_task_max_redispatches": 5,
+        "undispatched_task_grace": 600,
+        "plan_teardown_grace": 1200,
+        "registry_gc_grace": 1209600,
+        "worker_replicas": 3,
+    }
+    assert worker.celery.flush_expired_tokens_period == 3600
+
+    # Beat reads the same periods and schedules from them (a period of 0: no entry).
+    beat = load_settings(
+        monkeypatch,
+        manifests,
+        "Deployment",
+        f"{RELEASE}-scheduler",
+        "backend_scheduler.settings",
+        "SchedulerSettings",
+    )
+    assert beat.jobs == worker.jobs
+    schedule = tasks.beat_schedule(beat)
+    assert "docker-registry-garbage-collector" not in schedule
+    assert schedule["flush-expired-tokens"]["schedule"] == 3600.0
+    assert schedule["redispatch-stale-tasks"]["schedule"] == 120.0
+    assert schedule["collect-function-environments"]["schedule"] == 1209600.0
+
+    # The events service pins plans to the same worker replicas as the scheduler.
+    events = load_settings(
+        monkeypatch, manifests, "Deployment", f"{RELEASE}-events", "backend_events.settings", "EventsSettings"
+    )
+    assert events.consumer.worker_replicas == worker.jobs.worker_replicas == 3
+
+    # Workers and builders apply worker.maintenance to their own disk.
+    for name in (f"{RELEASE}-worker", f"{RELEASE}-builder"):
+        loaded = load_settings(
+            monkeypatch, manifests, "StatefulSet", name, "backend_worker.settings", "WorkerSettings"
+        )
+        assert {age: getattr(loaded.execution, age) for age in WORKER_AGES} == {
+            "asset_buffer_max_age": 1209600.0,
+            "task_dir_max_age": 0.0,
+            "function_environment_max_age": 3600.0,
+        }, name
+
+    # registry-prepopulate, the other registry client, gets the same credentials.
+    prepopulate = load_settings(
+        monkeypatch,
+        manifests,
+        "Job",
+        f"{RELEASE}-registry-prepopulate",
+        "registry_prepopulate.settings",
+        "PrepopulateSettings",
+    )
+    assert (prepopulate.registry_username, prepopulate.password) == (
+        f"{RELEASE}-registry/REGISTRY_USERNAME",
+        f"{RELEASE}-registry/REGISTRY_PASSWORD",
+    )
+
+
+def test_scheduler_overrides(helm: Helm, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The reference's variable, in global.config, still sets the tokens' period.
+    manifests = documents(
+        helm.template({"global": {"config": {"CELERYBEAT_FLUSH_EXPIRED_TOKENS_TASK_PERIOD": 600}}})
+    )
+    beat = load_settings(
+        monkeypatch,
+        manifests,
+        "Deployment",
+        f"{RELEASE}-scheduler",
+        "backend_scheduler.settings",
+        "SchedulerSettings",
+    )
+    assert beat.celery.flush_expired_tokens_period == 600
+    # Without metrics, no metrics Service (the scheduler-worker serves none).
+    manifests = documents(helm.template(None, "global.metrics.enabled=false"))
+    assert f"{RELEASE}-scheduler-worker" not in names(manifests, "Service")
+    assert settings(manifests)["ENABLE_METRICS"] == "false"
 
 
 def test_registry_prepopulate_reads_the_rendered_config(rendered: dict[str, str], tmp_path: Path) -> None:

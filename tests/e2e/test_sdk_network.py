@@ -315,6 +315,24 @@ def test_organizations_are_known_to_each_other(setup: Setup) -> None:
         assert sorted(o.id for o in client.list_organization()) == BOTH
 
 
+def same_from_both(
+    setup: Setup,
+    read: Callable[[substra.Client], Any],
+    what: str,
+    settled: Callable[[Any], bool] = lambda _: True,
+) -> list[Any]:
+    """What both organizations answer, once it has settled and they answer the same (their
+    replicas catch up with the orchestrator)."""
+
+    def agreed() -> list[Any] | None:
+        views = [read(client) for client in setup.clients]
+        if not all(settled(view) for view in views):
+            return None
+        return views if comparable(views[0]) == comparable(views[1]) else None
+
+    return wait_for(agreed, timeout=120, what=f"both organizations to agree on {what}")
+
+
 def test_assets_are_identical_from_both_organizations(setup: Setup) -> None:
     functions, datasets = setup.functions, setup.datasets
     function_keys = [
@@ -326,18 +344,16 @@ def test_assets_are_identical_from_both_organizations(setup: Setup) -> None:
         functions.private,
     ]
     for key in function_keys:
-        views = [
-            wait_for(lambda c=client, k=key: c.get_function(k), what=f"function {key}")
-            for client in setup.clients
-        ]
-        assert comparable(views[0]) == comparable(views[1])
+        # The function's status moves on (building, ready) as each replica hears of it.
+        views = same_from_both(
+            setup,
+            lambda c, k=key: c.get_function(k),
+            f"function {key}",
+            settled=lambda function: function.status == models.FunctionStatus.ready,
+        )
         assert views[0].owner == ORG1
     for dataset, owner in zip(datasets, BOTH, strict=True):
-        views = [
-            wait_for(lambda c=client, k=dataset.key: c.get_dataset(k), what="dataset")
-            for client in setup.clients
-        ]
-        assert comparable(views[0]) == comparable(views[1])
+        views = same_from_both(setup, lambda c, k=dataset.key: c.get_dataset(k), f"dataset {dataset.key}")
         assert views[0].owner == owner
         assert sorted(views[0].data_sample_keys) == sorted(dataset.train_samples + dataset.test_samples)
         for sample_key in dataset.train_samples + dataset.test_samples:

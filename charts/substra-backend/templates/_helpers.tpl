@@ -175,6 +175,10 @@ CELERY_BROKER_PASSWORD
 {{- default (include "substra.componentName" (dict "ctx" . "component" "add-account")) .Values.global.addAccountOperator.existingSecret -}}
 {{- end -}}
 
+{{- define "substra.registrySecretName" -}}
+{{- default (include "substra.componentName" (dict "ctx" . "component" "registry")) .Values.global.containerRegistry.auth.existingSecret -}}
+{{- end -}}
+
 {{/* StatefulSet of the workers: events routes plans by its replica count (WORKER_REPLICA_SET_NAME). */}}
 {{- define "substra.workerName" -}}
 {{- include "substra.componentName" (dict "ctx" . "component" "worker") -}}
@@ -251,6 +255,42 @@ goes to the processes that sign tokens (server, migrations).
   valueFrom:
     fieldRef:
       fieldPath: status.hostIP
+{{- end -}}
+
+{{/*
+Credentials of the registry API (REGISTRY_USERNAME, REGISTRY_PASSWORD) for its clients (the
+scheduler-worker's garbage collection, registry-prepopulate): env items, or nothing without
+global.containerRegistry.auth. Call with $.
+*/}}
+{{- define "substra.registryAuthEnv" -}}
+{{- include "substra.registryAuthEnv.items" . | trim -}}
+{{- end -}}
+
+{{- define "substra.registryAuthEnv.items" -}}
+{{- if .Values.global.containerRegistry.auth.enabled }}
+- name: REGISTRY_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "substra.registrySecretName" . }}
+      key: REGISTRY_USERNAME
+- name: REGISTRY_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "substra.registrySecretName" . }}
+      key: REGISTRY_PASSWORD
+{{- end }}
+{{- end -}}
+
+{{/*
+A number as an env value, quoted. Numbers of a values file reach templates as float64, which
+print as 1.2096e+06 from a million on: whole ones are printed as integers. Call with the number.
+*/}}
+{{- define "substra.envNumber" -}}
+{{- if and (kindIs "float64" .) (eq . (float64 (int64 .))) -}}
+{{- int64 . | quote -}}
+{{- else -}}
+{{- . | quote -}}
+{{- end -}}
 {{- end -}}
 
 {{/* ---- Orchestrator TLS material (mounted where the settings ConfigMap points) ---- */}}

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,10 +20,10 @@ from backend_common import queues
 from backend_common.celery_app import create_celery_app
 from backend_common.db import session_scope
 from backend_common.db.local import CeleryDispatch, TaskDispatch
+from backend_common.dispatch import work
+from backend_common.dispatch.outbox import Publisher, record, record_redispatch
 from backend_common.protos import computetask_pb2, function_pb2
 from backend_common.settings import CelerySettings
-from backend_events import work
-from backend_events.outbox import Publisher, record
 from backend_events.testing import BROKER_DATABASE, ORG_NAME, RESULT_DATABASE, free_port, wait_for
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -205,3 +206,48 @@ def test_a_build_is_chained_to_saving_the_image(sessions: sessionmaker[Session],
     assert callback["task"] == queues.SAVE_IMAGE_TASK
     assert callback["immutable"] is True
     assert callback["kwargs"] == kwargs
+
+
+def test_publishers_running_at_once_send_each_row_once(
+    sessions: sessionmaker[Session], broker: redis.Redis
+) -> None:
+    """The events service and the scheduler publish the same outbox."""
+    decided = [compute_work() for _ in range(40)]
+    record_all(sessions, *decided)
+    publishers = [publisher(sessions) for _ in range(3)]
+    barrier = threading.Barrier(len(publishers))
+    sent: list[int] = []
+
+    def publish(one: Publisher) -> None:
+        barrier.wait()
+        sent.append(one.publish_pending())
+
+    threads = [threading.Thread(target=publish, args=(one,)) for one in publishers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for one in publishers:
+        one.close()
+    assert sum(sent) == 40
+    queued = queued_task_ids(broker)
+    assert len(queued) == len(set(queued)) == 40
+
+
+def test_a_redispatch_counts_its_attempts_once(sessions: sessionmaker[Session], broker: redis.Redis) -> None:
+    decided = compute_work()
+    record_all(sessions, decided)
+    with session_scope(sessions) as session:
+        first = record_redispatch(session, CHANNEL, "scheduler", decided, attempts=1)
+        # A second scheduler that read the same attempt count decides nothing.
+        second = record_redispatch(session, CHANNEL, "scheduler", decided, attempts=1)
+    assert first is not None and second is None
+    one = publisher(sessions)
+    assert one.publish_pending(CHANNEL) == 2
+    one.close()
+    with sessions() as session:
+        dispatch = session.get_one(TaskDispatch, decided.compute_task_key)
+        ids = session.scalars(select(CeleryDispatch.celery_task_id).order_by(CeleryDispatch.id)).all()
+    assert dispatch.attempts == 2
+    assert dispatch.celery_task_id == ids[-1]
+    assert sorted(queued_task_ids(broker)) == sorted(ids)

@@ -11,13 +11,13 @@ import uuid
 import pytest
 from backend_common import queues
 from backend_common.db import session_scope
+from backend_common.dispatch import outbox
+from backend_common.dispatch.routing import least_loaded_worker
+from backend_common.dispatch.work import Work
 from backend_common.protos import common_pb2, computeplan_pb2, computetask_pb2, function_pb2
 from backend_common.replica import apply_events
-from backend_events import outbox
 from backend_events.policy import DispatchPolicy
-from backend_events.routing import least_loaded_worker
 from backend_events.testing import CHANNEL, ORG, ORG_NAME, PEER, Network
-from backend_events.work import Work
 from sqlalchemy.orm import Session, sessionmaker
 
 MODEL = common_pb2.ASSET_MODEL

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
+from backend_common.registry.client import RegistryClient
+from backend_common.registry.oci import Manifest
 from backend_common.testing.registry import (
     DockerRegistry,
     build_image,
@@ -25,8 +27,6 @@ from backend_common.testing.registry import (
     write_docker_archive,
     write_oci_layout,
 )
-from registry_prepopulate.oci import Manifest
-from registry_prepopulate.registry import RegistryClient
 
 SCRIPT = Path(sys.executable).parent / "registry-prepopulate"
 TIMEOUT = 120

@@ -7,10 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
+from backend_common.registry.client import RegistryClient
+from backend_common.registry.reference import (
+    ImageReferenceError,
+    parse_image,
+    resolve_remote,
+    tag_from_ref_name,
+)
 from pydantic import ValidationError
 from registry_prepopulate.__main__ import destination_for
-from registry_prepopulate.reference import ImageReferenceError, parse_image, resolve_remote, tag_from_ref_name
-from registry_prepopulate.registry import RegistryClient
 from registry_prepopulate.settings import (
     ConfigError,
     PrepopulateItem,

@@ -11,6 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from backend_common.registry.client import NotFoundError, RegistryClient, RegistryUnavailableError
+from backend_common.registry.oci import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, DigestError
+from backend_common.registry.reference import parse_image
 from backend_common.testing.registry import (
     BuiltImage,
     DockerRegistry,
@@ -24,9 +27,6 @@ from backend_common.testing.registry import (
 )
 from registry_prepopulate.copy import CopyReport, Destination, RegistrySource, copy_image
 from registry_prepopulate.layout import LayoutError, open_local_source
-from registry_prepopulate.oci import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, DigestError
-from registry_prepopulate.reference import parse_image
-from registry_prepopulate.registry import NotFoundError, RegistryClient, RegistryUnavailableError
 
 
 @pytest.fixture

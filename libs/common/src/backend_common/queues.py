@@ -33,6 +33,19 @@ DOCKER_REGISTRY_GARBAGE_COLLECTOR_TASK = (
     "substrapp.tasks.tasks_docker_registry.docker_registry_garbage_collector_task"
 )
 FLUSH_EXPIRED_TOKENS_TASK = "users.tasks.flush_expired_tokens"
+# Periodic jobs of this backend that the reference does not have (services/scheduler/README.md).
+REDISPATCH_STALE_TASKS_TASK = "substrapp.tasks.tasks_reconcile.redispatch_stale_tasks"
+DISPATCH_FORGOTTEN_TASKS_TASK = "substrapp.tasks.tasks_reconcile.dispatch_forgotten_tasks"
+TEAR_DOWN_FINISHED_PLANS_TASK = "substrapp.tasks.tasks_reconcile.tear_down_finished_plans"
+# Sent by beat to every worker and builder (`<org>.broadcast`): maintenance of their own disk.
+EVICT_ASSET_BUFFER_TASK = "substrapp.tasks.tasks_maintenance.evict_asset_buffer"
+CLEAN_TASK_DIRECTORIES_TASK = "substrapp.tasks.tasks_maintenance.clean_task_directories"
+COLLECT_FUNCTION_ENVIRONMENTS_TASK = "substrapp.tasks.tasks_maintenance.collect_function_environments"
+WORKER_MAINTENANCE_TASKS = (
+    EVICT_ASSET_BUFFER_TASK,
+    CLEAN_TASK_DIRECTORIES_TASK,
+    COLLECT_FUNCTION_ENVIRONMENTS_TASK,
+)
 
 
 def organization_queue(org_name: str) -> str:
@@ -108,4 +121,8 @@ def static_task_routes(org_name: str) -> dict[str, str]:
         STORE_ASSET_FAILURE_REPORT_TASK: worker_queue(org_name),
         DOCKER_REGISTRY_GARBAGE_COLLECTOR_TASK: SCHEDULER_QUEUE,
         FLUSH_EXPIRED_TOKENS_TASK: SCHEDULER_QUEUE,
+        REDISPATCH_STALE_TASKS_TASK: SCHEDULER_QUEUE,
+        DISPATCH_FORGOTTEN_TASKS_TASK: SCHEDULER_QUEUE,
+        TEAR_DOWN_FINISHED_PLANS_TASK: SCHEDULER_QUEUE,
+        **{name: broadcast_queue(org_name) for name in WORKER_MAINTENANCE_TASKS},
     }

@@ -157,7 +157,11 @@ class CelerySettings(_Group):
     task_retry_backoff_max: int = Field(default=3840, validation_alias="CELERY_TASK_RETRY_BACKOFF_MAX")
     worker_concurrency: int = Field(default=1, validation_alias="CELERY_WORKER_CONCURRENCY")
     flush_expired_tokens_period: int = Field(
-        default=86400, validation_alias="CELERYBEAT_FLUSH_EXPIRED_TOKENS_TASK_PERIOD"
+        default=86400,
+        ge=0,
+        validation_alias=AliasChoices(
+            "CELERYBEAT_FLUSH_EXPIRED_TOKENS_TASK_PERIOD", "SCHEDULER_FLUSH_EXPIRED_TOKENS_PERIOD"
+        ),
     )
 
     def redis_url(self, database: int) -> str:
@@ -235,8 +239,11 @@ class ComputeSettings(_Group):
         ),
     )
     debug_keep_pod_and_dirs: EnvBool = Field(default=False, validation_alias="DEBUG_KEEP_POD_AND_DIRS")
+    # The registry of function images (`host[:port]`); none: no registry is used.
     registry: str | None = Field(default=None, validation_alias="REGISTRY")
     registry_scheme: str = Field(default="http", validation_alias="REGISTRY_SCHEME")
+    registry_username: str | None = Field(default=None, validation_alias="REGISTRY_USERNAME")
+    registry_password: str | None = Field(default=None, validation_alias="REGISTRY_PASSWORD")
     user_image_repository: str = Field(default="substra/user-image", validation_alias="USER_IMAGE_REPOSITORY")
 
     @property

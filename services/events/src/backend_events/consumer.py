@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backend_common.db import session_scope
+from backend_common.dispatch import outbox
+from backend_common.dispatch.outbox import Publisher
 from backend_common.logging import get_logger
 from backend_common.orchestrator import OrchestratorClient, OrchestratorError, backoff_delay
 from backend_common.protos import event_pb2
@@ -29,8 +31,7 @@ from backend_common.replica.conversions import to_datetime
 from backend_common.settings import OrchestratorSettings
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend_events import metrics, outbox
-from backend_events.outbox import Publisher
+from backend_events import metrics
 from backend_events.policy import DispatchPolicy
 from backend_events.readiness import Readiness
 from backend_events.settings import ConsumerSettings

@@ -4,7 +4,8 @@ The rules:
 
 * FUNCTION created, owned by this organization: build its image, then save it.
 * COMPUTE_TASK created or updated to WAITING_FOR_EXECUTOR_SLOT, with this organization as worker,
-  not dispatched yet and runnable: `compute_task` on the plan's worker replica.
+  not dispatched yet and runnable (`backend_common.dispatch.compute_tasks`): `compute_task` on the
+  plan's worker replica.
 * COMPUTE_TASK created or updated to a final status (DONE, CANCELED, FAILED): disable the transient
   outputs this organization produced once their producer and all their consumers are final; tear
   the plan down on its replica once the plan stopped running.
@@ -12,11 +13,6 @@ The rules:
   the plan down on its replica.
 * MODEL disabled: remove it from every worker's buffer, and delete its stored file if this
   organization produced it.
-
-Runnable (checked on the orchestrator, the source of truth, since during a catch-up the replica is
-behind): the task is still WAITING_FOR_EXECUTOR_SLOT and its plan has neither a cancelation nor a
-failure date. A task of a terminated plan is canceled here, as the reference worker does, so the
-plan does not wait for it forever.
 
 The rules are evaluated on a batch of events once the replica has applied all of them, the
 end-of-task rules once for all the batch's final tasks. That is what applying them event by event
@@ -30,28 +26,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from backend_common.db.local import TaskDispatch
 from backend_common.db.replica import ComputeTask
-from backend_common.logging import get_logger
-from backend_common.orchestrator import NotFoundError, OrchestratorError, UnavailableError
-from backend_common.protos import common_pb2, computeplan_pb2, computetask_pb2, event_pb2
+from backend_common.dispatch import routing, work
+from backend_common.dispatch.compute_tasks import Orchestrator, compute_task_work, runnable_task
+from backend_common.dispatch.work import Work
+from backend_common.protos import common_pb2, computetask_pb2, event_pb2
 from backend_common.replica import FINAL_TASK_STATUSES, ReplicaChange, is_plan_running
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
-
-from backend_events import routing, work
-from backend_events.work import Work
-
-logger = get_logger("backend_events.policy")
 
 WAITING_FOR_EXECUTOR_SLOT = computetask_pb2.STATUS_WAITING_FOR_EXECUTOR_SLOT
 FINAL_STATUS_VALUES = frozenset(
     {computetask_pb2.STATUS_DONE, computetask_pb2.STATUS_CANCELED, computetask_pb2.STATUS_FAILED}
 )
 STATUS_EXECUTING = "STATUS_EXECUTING"
-PLAN_TERMINATED_REASON = "compute plan is terminated"
 
 # The transient outputs this organization produced that the given final tasks read or produced,
 # once their producer and every consumer are final: what DisableOutput accepts.
@@ -89,18 +79,6 @@ _REMOVABLE_TRANSIENT_OUTPUTS = text(
     ORDER BY candidate.task_key, candidate.identifier
     """
 ).bindparams(bindparam("final", expanding=True))
-
-
-class Orchestrator(Protocol):
-    """The orchestrator calls the policy needs (`OrchestratorClient` has them)."""
-
-    def get_task(self, key: str) -> computetask_pb2.ComputeTask: ...
-
-    def get_plan(self, key: str) -> computeplan_pb2.ComputePlan: ...
-
-    def apply_task_action(
-        self, compute_task_key: str, action: computetask_pb2.ComputeTaskAction.ValueType, log: str = ""
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -173,39 +151,10 @@ class DispatchPolicy:
         # Already handed to a worker (an earlier event, or before a restart): nothing to ask.
         if session.get(TaskDispatch, snapshot.key) is not None:
             return []
-        task = self._runnable_task(snapshot.key)
+        task = runnable_task(self.orchestrator, snapshot.key)
         if task is None:
             return []
-        index = routing.worker_index_for_plan(session, task.compute_plan_key, self.worker_replicas)
-        return [work.compute_task(self.org_name, self.channel, task, index)]
-
-    def _runnable_task(self, task_key: str) -> computetask_pb2.ComputeTask | None:
-        """The task, as the orchestrator has it now, if it may run; None otherwise."""
-        try:
-            task = self.orchestrator.get_task(task_key)
-        except NotFoundError:
-            logger.warning("task to run unknown to the orchestrator", task_key=task_key)
-            return None
-        if task.status != WAITING_FOR_EXECUTOR_SLOT:
-            return None
-        plan = self.orchestrator.get_plan(task.compute_plan_key)
-        if plan.HasField("cancelation_date") or plan.HasField("failure_date"):
-            self._cancel(task)
-            return None
-        return task
-
-    def _cancel(self, task: computetask_pb2.ComputeTask) -> None:
-        try:
-            self.orchestrator.apply_task_action(
-                task.key, computetask_pb2.TASK_ACTION_CANCELED, PLAN_TERMINATED_REASON
-            )
-        except UnavailableError:
-            raise  # retried with the event, once the orchestrator is back
-        except OrchestratorError as error:
-            # Someone else moved it first (its owner canceled it, ...): nothing left to do.
-            logger.info("task of a terminated plan not canceled", task_key=task.key, error=str(error))
-        else:
-            logger.info("task of a terminated plan canceled", task_key=task.key)
+        return [compute_task_work(session, self.org_name, self.channel, task, self.worker_replicas)]
 
     # --- end of tasks ------------------------------------------------------------------------------
 

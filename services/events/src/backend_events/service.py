@@ -6,11 +6,12 @@ import threading
 
 from backend_common.celery_app import create_celery_app
 from backend_common.db import make_engine, make_session_factory
+from backend_common.dispatch.outbox import Publisher
 from backend_common.logging import get_logger
 from backend_common.orchestrator import OrchestratorClient
 
+from backend_events import metrics
 from backend_events.consumer import ChannelConsumer
-from backend_events.outbox import Publisher
 from backend_events.policy import DispatchPolicy
 from backend_events.readiness import Readiness
 from backend_events.settings import EventsSettings
@@ -31,6 +32,7 @@ class EventsService:
             sessions,
             settings.organization.org_name,
             retry_seconds=settings.consumer.dispatch_retry_seconds,
+            sent_counter=metrics.DISPATCHED,
         )
         self.readiness = Readiness(channels, settings.consumer.readiness_file)
         self._stop = threading.Event()

@@ -16,19 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from backend_common.logging import configure_logging, get_logger
+from backend_common.registry.client import (
+    RegistryAuthError,
+    RegistryClient,
+    RegistryError,
+    RegistryUnavailableError,
+)
+from backend_common.registry.reference import parse_image, resolve_remote
 from backend_common.settings import LoggingSettings
 from pydantic import ValidationError
 
 from registry_prepopulate.copy import CopyReport, Destination, ImageSource, RegistrySource, copy_image
 from registry_prepopulate.errors import PrepopulateError
 from registry_prepopulate.layout import open_local_source
-from registry_prepopulate.reference import parse_image, resolve_remote
-from registry_prepopulate.registry import (
-    RegistryAuthError,
-    RegistryClient,
-    RegistryError,
-    RegistryUnavailableError,
-)
 from registry_prepopulate.settings import (
     ConfigError,
     PrepopulateItem,
@@ -43,6 +43,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
+USER_AGENT = "registry-prepopulate"
 _log = get_logger("registry_prepopulate")
 
 
@@ -87,6 +88,7 @@ def open_source(item: PrepopulateItem, settings: PrepopulateSettings) -> Iterato
         username=username,
         password=password,
         timeout=settings.http_timeout_seconds,
+        user_agent=USER_AGENT,
     ) as client:
         yield RegistrySource(client, image, settings.temp_dir)
 
@@ -114,6 +116,7 @@ def run(settings: PrepopulateSettings, items: Sequence[PrepopulateItem]) -> list
         password=settings.password,
         timeout=settings.http_timeout_seconds,
         chunk_size=settings.upload_chunk_size,
+        user_agent=USER_AGENT,
     ) as client:
         try:
             wait_for_registry(client, settings.wait_attempts, settings.wait_interval_seconds)

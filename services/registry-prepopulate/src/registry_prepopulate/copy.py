@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from backend_common.logging import get_logger
-
-from registry_prepopulate.oci import Descriptor, Manifest
-from registry_prepopulate.reference import DEFAULT_TAG, ImageReference
-from registry_prepopulate.registry import NotFoundError, RegistryClient, RegistryError
+from backend_common.registry.client import NotFoundError, RegistryClient, RegistryError
+from backend_common.registry.oci import Descriptor, Manifest
+from backend_common.registry.reference import DEFAULT_TAG, ImageReference
 
 _log = get_logger("registry_prepopulate.copy")
 

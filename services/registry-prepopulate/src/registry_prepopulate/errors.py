@@ -1,7 +1,13 @@
-"""The one exception family the command reports as a failed item (anything else is a bug)."""
+"""The one exception family the command reports as a failed item (anything else is a bug).
+
+It is the family of `backend_common.registry` (image references, manifests, the registry client),
+which this command extends with its configuration and layout errors.
+"""
 
 from __future__ import annotations
 
+from backend_common.registry.errors import ImageError
 
-class PrepopulateError(Exception):
-    """An image could not be copied; the message says which and why."""
+PrepopulateError = ImageError
+
+__all__ = ["PrepopulateError"]

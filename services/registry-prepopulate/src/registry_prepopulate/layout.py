@@ -15,8 +15,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from registry_prepopulate.errors import PrepopulateError
-from registry_prepopulate.oci import (
+from backend_common.registry.oci import (
     MANIFEST_MEDIA_TYPES,
     OCI_CONFIG,
     OCI_INDEX,
@@ -31,7 +30,9 @@ from registry_prepopulate.oci import (
     sha256_digest,
     split_digest,
 )
-from registry_prepopulate.reference import ImageReference, tag_from_ref_name
+from backend_common.registry.reference import ImageReference, tag_from_ref_name
+
+from registry_prepopulate.errors import PrepopulateError
 
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 MAX_METADATA_BYTES = 16 * 1024 * 1024  # index.json, manifest.json, image configs

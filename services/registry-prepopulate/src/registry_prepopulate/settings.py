@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from backend_common.registry.reference import DOCKER_HUB_DOMAIN, api_host, parse_image
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -37,7 +38,6 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from registry_prepopulate.errors import PrepopulateError
-from registry_prepopulate.reference import DOCKER_HUB_DOMAIN, api_host, parse_image
 
 DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from backend_common import queues
 from backend_common.celery_app import worker_queues
 from backend_common.logging import configure_logging
+from backend_common.metrics import start_metrics_server
 
 from backend_scheduler.settings import SchedulerSettings
 from backend_scheduler.tasks import create_app
@@ -27,14 +28,20 @@ def main(argv: list[str] | None = None) -> int:
         Path(settings.beat.schedule_file).parent.mkdir(parents=True, exist_ok=True)
         app.Beat(schedule=settings.beat.schedule_file, loglevel=settings.logging.level).run()
     else:
-        app.Worker(
-            queues=worker_queues("scheduler-worker", org_name),
-            hostname=queues.worker_hostname("scheduler-worker", org_name, 0),
-            pool="solo",
-            loglevel=settings.logging.level,
-            without_gossip=True,
-            without_mingle=True,
-        ).start()
+        # The jobs' metrics (substra_scheduler_job_*) on METRICS_HOST:METRICS_PORT.
+        metrics_server = start_metrics_server(settings.metrics)
+        try:
+            app.Worker(
+                queues=worker_queues("scheduler-worker", org_name),
+                hostname=queues.worker_hostname("scheduler-worker", org_name, 0),
+                pool="solo",
+                loglevel=settings.logging.level,
+                without_gossip=True,
+                without_mingle=True,
+            ).start()
+        finally:
+            if metrics_server is not None:
+                metrics_server.stop()
     return 0
 
 

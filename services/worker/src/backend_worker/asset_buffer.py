@@ -8,9 +8,11 @@
         tmp/                     fetches in progress
 
 Every process of the host shares it. Users of the buffer hold a shared lock while they fetch and
-link entries; eviction (least recently used first, down to the configured size) takes the exclusive
-lock and is skipped while tasks are staging, so an entry never disappears between being found and
-being linked. Files linked into a running task survive eviction anyway (hard links).
+link entries; eviction (least recently used first, down to the configured size; and, when asked,
+entries unused for longer than an age limit) takes the exclusive lock and is skipped while tasks
+are staging, so an entry never disappears between being found and being linked. Files linked into
+a running task survive eviction anyway (hard links). Holding the exclusive lock, eviction also
+removes what crashed processes left: fetches in progress and entries without their size file.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import enum
 import os
 import shutil
 import stat
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -149,21 +152,61 @@ class AssetBuffer:
     def size(self) -> int:
         return sum(entry.size for entry in self.entries())
 
-    def evict(self, max_bytes: int | None = None) -> list[BufferEntry]:
-        """Remove least recently used entries until the buffer fits; skipped while it is in use."""
+    def evict(
+        self, max_bytes: int | None = None, *, max_age: float | None = None, now: float | None = None
+    ) -> list[BufferEntry]:
+        """Remove least recently used entries until the buffer fits, and entries unused for longer
+        than `max_age` seconds; skipped (nothing removed) while the buffer is in use."""
+        return self.maintain(max_bytes, max_age=max_age, now=now, leftovers=False)[0]
+
+    def maintain(
+        self,
+        max_bytes: int | None = None,
+        *,
+        max_age: float | None = None,
+        now: float | None = None,
+        leftovers: bool = True,
+    ) -> tuple[list[BufferEntry], int, bool]:
+        """`evict`, plus (with `leftovers`) the removal of what crashed processes left.
+
+        Returns the entries removed, the number of leftovers removed, and whether the buffer could
+        be locked (False: in use, nothing done).
+        """
         limit = self.max_bytes if max_bytes is None else max_bytes
+        now = time.time() if now is None else now
         removed: list[BufferEntry] = []
         with try_file_lock(self._lock_file()) as acquired:
             if not acquired:
-                return removed
+                return removed, 0, False
             entries = sorted(self.entries(), key=lambda entry: entry.last_used)
             total = sum(entry.size for entry in entries)
             for entry in entries:
-                if total <= limit:
-                    break
+                too_old = max_age is not None and now - entry.last_used > max_age
+                if total <= limit and not too_old:
+                    continue
                 self.discard(entry.kind, entry.key)
                 total -= entry.size
                 removed.append(entry)
+            removed_leftovers = self._remove_leftovers() if leftovers else 0
+        return removed, removed_leftovers, True
+
+    def _remove_leftovers(self) -> int:
+        """Under the exclusive lock: fetches in progress and entries without a size file are what
+        dead processes left."""
+        removed = 0
+        temporary = self.root / "tmp"
+        if temporary.is_dir():
+            for path in temporary.iterdir():
+                _remove(path)
+                removed += 1
+        for kind in AssetKind:
+            directory = self.root / kind.value
+            if not directory.is_dir():
+                continue
+            for path in directory.iterdir():
+                if not self._size_file(kind, path.name).exists():
+                    _remove(path)
+                    removed += 1
         return removed
 
     def clear(self) -> None:

@@ -21,17 +21,15 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
-import hashlib
 import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from backend_common.db.locks import execution_guard
 from backend_common.logging import get_logger
 from backend_common.orchestrator import (
     AlreadyExistsError,
@@ -51,7 +49,6 @@ from backend_common.protos import (
     performance_pb2,
 )
 from backend_common.storage import MODEL_BUCKET, StoredObject
-from sqlalchemy import Engine, func, select
 from structlog.stdlib import BoundLogger
 
 from backend_worker.asset_buffer import AssetKind
@@ -78,7 +75,7 @@ from backend_worker.profiling import (
     TaskProfiler,
 )
 from backend_worker.recovery import begin_run, end_run, markers_directory
-from backend_worker.stored_files import forget_stored_file, record_stored_file
+from backend_worker.stored_files import forget_stored_file, store_file
 from backend_worker.substratools_command import (
     FunctionInput,
     FunctionOutput,
@@ -264,28 +261,6 @@ def _report_internal_failure(
 
 
 # --- guard and checks -----------------------------------------------------------------------------
-
-
-def _lock_id(task_key: str) -> int:
-    return int.from_bytes(
-        hashlib.sha256(f"compute-task:{task_key}".encode()).digest()[:8], "big", signed=True
-    )
-
-
-@contextmanager
-def execution_guard(engine: Engine, task_key: str) -> Iterator[bool]:
-    """Hold the task's advisory lock for the block; yields False if another session holds it.
-
-    The lock belongs to a database session: it is released when its process dies, so a killed
-    worker never blocks the task's re-run.
-    """
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        acquired = bool(connection.execute(select(func.pg_try_advisory_lock(_lock_id(task_key)))).scalar())
-        try:
-            yield acquired
-        finally:
-            if acquired:
-                connection.execute(select(func.pg_advisory_unlock(_lock_id(task_key))))
 
 
 def _cancel(client: OrchestratorClient, task_key: str, reason: str) -> None:
@@ -594,20 +569,18 @@ def save_outputs(
         key = str(uuid.uuid4())
         object_key = f"models/{key}/model"
         with path.open("rb") as file:
-            stored_object = context.storage.put(
-                MODEL_BUCKET, object_key, file, checksum_salt=task.key.encode()
+            stored_object = store_file(
+                context.storage,
+                context.sessions,
+                asset_key=key,
+                role=ROLE_MODEL,
+                bucket=MODEL_BUCKET,
+                object_key=object_key,
+                content=file,
+                filename="model",
+                checksum_salt=task.key.encode(),
             )
         stored.append((stored_object, path))
-        record_stored_file(
-            context.sessions,
-            asset_key=key,
-            role=ROLE_MODEL,
-            bucket=MODEL_BUCKET,
-            object_key=object_key,
-            checksum=stored_object.sha256,
-            size=stored_object.size,
-            filename="model",
-        )
         models.append(
             model_pb2.NewModel(
                 key=key,

@@ -33,6 +33,14 @@ class FunctionImage:
 
 
 @dataclass(frozen=True)
+class ImageUsage:
+    """A built environment and when a task last asked for it (Unix time)."""
+
+    archive_checksum: str
+    last_used: float
+
+
+@dataclass(frozen=True)
 class Limits:
     """Resources of one task run; None means no limit."""
 
@@ -113,6 +121,19 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def remove_image(self, archive_checksum: str) -> None: ...
+
+    @abc.abstractmethod
+    def images(self) -> list[ImageUsage]:
+        """The environments built on this host (complete or not), with when each was last used."""
+
+    @abc.abstractmethod
+    def remove_image_unused_since(self, archive_checksum: str, since: float) -> bool:
+        """Remove the environment if no task asked for it after `since` and no build is under way;
+        whether it was removed."""
+
+    @abc.abstractmethod
+    def remove_leftovers(self) -> int:
+        """Remove the task directories dead processes left; how many."""
 
     @abc.abstractmethod
     def task_directory(self, run_id: str) -> TaskDirectory:

@@ -16,7 +16,7 @@ from backend_common.storage import ASSET_LOGS_BUCKET
 
 from backend_worker.asset_sources import ROLE_LOGS
 from backend_worker.context import WorkerContext
-from backend_worker.stored_files import record_stored_file
+from backend_worker.stored_files import store_file
 
 logger = get_logger("backend_worker.failure_reports")
 
@@ -24,16 +24,14 @@ ERROR_TYPES_WITH_LOGS = (failure_report_pb2.ERROR_TYPE_BUILD, failure_report_pb2
 
 
 def store_logs(context: WorkerContext, asset_key: str, logs: str) -> common_pb2.Addressable:
-    data = logs.encode("utf-8", errors="replace")
-    stored = context.storage.put(ASSET_LOGS_BUCKET, asset_key, [data])
-    record_stored_file(
+    stored = store_file(
+        context.storage,
         context.sessions,
         asset_key=asset_key,
         role=ROLE_LOGS,
         bucket=ASSET_LOGS_BUCKET,
         object_key=asset_key,
-        checksum=stored.sha256,
-        size=stored.size,
+        content=[logs.encode("utf-8", errors="replace")],
         filename=f"{asset_key}.txt",
     )
     return common_pb2.Addressable(

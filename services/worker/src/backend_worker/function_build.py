@@ -38,7 +38,7 @@ from backend_worker.executor import FunctionImage
 from backend_worker.failure_reports import register_failure_report
 from backend_worker.metrics import FUNCTION_BUILD_DURATION, FUNCTION_BUILDS
 from backend_worker.profiling import register_build_step
-from backend_worker.stored_files import record_function_build, record_stored_file
+from backend_worker.stored_files import record_function_build, store_file
 
 logger = get_logger("backend_worker.function_build")
 
@@ -195,15 +195,14 @@ def publish_image(
     function to have an image)."""
     function = client.get_function(function_key)  # fresh: keep a rename made during the build
     object_key = f"functions/{function_key}/image.zip"
-    stored = context.storage.put(FUNCTION_BUCKET, object_key, [image_manifest(function, image)])
-    record_stored_file(
+    stored = store_file(
+        context.storage,
         context.sessions,
         asset_key=function_key,
         role=ROLE_FUNCTION_IMAGE,
         bucket=FUNCTION_BUCKET,
         object_key=object_key,
-        checksum=stored.sha256,
-        size=stored.size,
+        content=[image_manifest(function, image)],
         filename="image.zip",
     )
     address = common_pb2.Addressable(

@@ -6,6 +6,7 @@ Layout under the environments directory (one per worker host):
     <checksum>/venv/             the function's virtualenv over the base environment
     <checksum>/build.log         pip's output
     <checksum>/environment.json  written last: the image is ready
+    <checksum>/.last-used        touched each time a task asks for the image (maintenance)
     base-<hash>/                 the shared base environment
     .locks/                      one lock per checksum; `.build.lock` serialises builds
 
@@ -47,6 +48,7 @@ from backend_worker.executor import (
     Execution,
     Executor,
     FunctionImage,
+    ImageUsage,
     Limits,
     RunOutcome,
     RunResult,
@@ -61,7 +63,7 @@ from backend_worker.function_environment import (
     python_environment,
     venv_python,
 )
-from backend_worker.locks import file_lock
+from backend_worker.locks import LockTimeoutError, file_lock
 from backend_worker.sandbox import HOST_SECRETS, Mount, Sandbox, make_sandbox
 from backend_worker.settings import WorkerSettings
 from backend_worker.task_directory import TaskDirectory, empty_directory
@@ -69,6 +71,7 @@ from backend_worker.task_directory import TaskDirectory, empty_directory
 logger = get_logger("backend_worker.local_executor")
 
 ENVIRONMENT_FILE = "environment.json"
+LAST_USED_FILE = ".last-used"
 # A waiting interpreter gives up after this long without a task.
 IDLE_SECONDS = 600
 
@@ -445,6 +448,9 @@ class LocalExecutor(Executor):
             description = json.loads((image_dir / ENVIRONMENT_FILE).read_text())
         except (OSError, ValueError):
             return None
+        # When a task last asked for it (`images`): the maintenance keeps what is used.
+        with contextlib.suppress(OSError):
+            (image_dir / LAST_USED_FILE).touch()
         entrypoint = FunctionEntrypoint(
             entrypoint=tuple(description["entrypoint"]),
             script=description["script"],
@@ -533,25 +539,67 @@ class LocalExecutor(Executor):
         with file_lock(self.environments_dir / ".locks" / f"{archive_checksum.lower()}.lock"):
             shutil.rmtree(self._image_dir(archive_checksum), ignore_errors=True)
 
+    def images(self) -> list[ImageUsage]:
+        found: list[ImageUsage] = []
+        if not self.environments_dir.is_dir():
+            return found
+        for image_dir in self.environments_dir.iterdir():
+            if not _CHECKSUM.fullmatch(image_dir.name) or not image_dir.is_dir():
+                continue
+            last_used = _last_used(image_dir)
+            if last_used is not None:
+                found.append(ImageUsage(archive_checksum=image_dir.name, last_used=last_used))
+        return found
+
+    def remove_image_unused_since(self, archive_checksum: str, since: float) -> bool:
+        image_dir = self._image_dir(archive_checksum)
+        try:
+            # Held by a build of this checksum: never wait for it, never remove what it writes.
+            with file_lock(self.environments_dir / ".locks" / f"{archive_checksum.lower()}.lock", timeout=0):
+                last_used = _last_used(image_dir)
+                if last_used is None or last_used > since:
+                    return False
+                for slot in self._slots:
+                    if slot.waiting_for is not None and slot.waiting_for[0] == archive_checksum:
+                        self._discard_waiting(slot)
+                shutil.rmtree(image_dir, ignore_errors=True)
+        except LockTimeoutError:
+            return False
+        # The lock file stays: a builder may have it open already.
+        return True
+
     # --- runs -------------------------------------------------------------------------------------
 
     def visible_path(self, host_path: Path) -> str:
         return str(host_path)
 
-    def _claim_runs_dir(self) -> None:
-        """Take this executor's liveness lock; remove the task directories of dead executors."""
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
+    def remove_leftovers(self) -> int:
+        """Remove the task directories of dead executors (their liveness lock is free)."""
+        removed = 0
+        if not self.runs_dir.is_dir():
+            return removed
         for lock in self.runs_dir.glob("*.lock"):
-            fd = os.open(lock, os.O_RDWR)
+            try:
+                fd = os.open(lock, os.O_RDWR)
+            except FileNotFoundError:
+                continue  # removed by another process meanwhile
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a live executor's
+            else:
+                for directory in self.runs_dir.glob(f"{lock.stem}-*"):
+                    shutil.rmtree(directory, ignore_errors=True)
+                    removed += 1
+                lock.unlink(missing_ok=True)
             finally:
                 os.close(fd)
-            for directory in self.runs_dir.glob(f"{lock.stem}-*"):
-                shutil.rmtree(directory, ignore_errors=True)
-            lock.unlink(missing_ok=True)
+        return removed
+
+    def _claim_runs_dir(self) -> None:
+        """Take this executor's liveness lock; remove the task directories of dead executors."""
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.remove_leftovers()
         fd = os.open(self.runs_dir / f"{self._id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
         self._liveness = fd
@@ -672,6 +720,17 @@ class LocalExecutor(Executor):
         if self._liveness is not None:
             os.close(self._liveness)
             self._liveness = None
+
+
+def _last_used(image_dir: Path) -> float | None:
+    """When a task last asked for the environment; an environment never used since its build dates
+    from it, an incomplete one (a build under way or crashed) from its directory."""
+    for path in (image_dir / LAST_USED_FILE, image_dir / ENVIRONMENT_FILE, image_dir):
+        try:
+            return path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+    return None
 
 
 def local_executor_from_settings(settings: WorkerSettings) -> LocalExecutor:

@@ -15,10 +15,11 @@ from backend_common.settings import (
     ServiceSettings,
     StorageSettings,
 )
-from pydantic import BeforeValidator, Field
+from pydantic import AliasChoices, BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 GIB = 1024**3
+DAY = 86400.0
 
 
 def _split_words(value: object) -> object:
@@ -57,7 +58,20 @@ class ExecutionSettings(BaseSettings):
     warm_start: EnvBool = Field(default=True, validation_alias="COMPUTE_WARM_START")
     # A task whose worker died this many times while running it is failed instead of re-run.
     max_recoveries: int = Field(default=2, validation_alias="COMPUTE_TASK_MAX_RECOVERIES")
-    asset_buffer_max_bytes: int = Field(default=20 * GIB, validation_alias="ASSET_BUFFER_MAX_SIZE_BYTES")
+    asset_buffer_max_bytes: int = Field(
+        default=20 * GIB,
+        validation_alias=AliasChoices("ASSET_BUFFER_MAX_SIZE_BYTES", "ASSET_BUFFER_MAX_BYTES"),
+    )
+    # Periodic maintenance (run on the scheduler's broadcasts): ages in seconds, 0 disables what
+    # the age limits. Asset buffer entries unused for longer are evicted.
+    asset_buffer_max_age: float = Field(default=7 * DAY, ge=0, validation_alias="ASSET_BUFFER_MAX_AGE")
+    # Plan directories of plans no longer running, and build scratch directories, older than this
+    # are removed (task directories of dead processes always are).
+    task_dir_max_age: float = Field(default=DAY, ge=0, validation_alias="TASK_DIR_MAX_AGE")
+    # Function environments unused for longer, whose function no running plan uses, are removed.
+    function_environment_max_age: float = Field(
+        default=7 * DAY, ge=0, validation_alias="FUNCTION_ENVIRONMENT_MAX_AGE"
+    )
     python: str = Field(default_factory=default_python, validation_alias="FUNCTION_PYTHON")
     # Where the shared base environment lives; default `<root>/environments/base-<hash>`.
     base_environment: str | None = Field(default=None, validation_alias="FUNCTION_BASE_ENVIRONMENT")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import BinaryIO
 
 from backend_common.db.local import FunctionBuild, ImageEntrypoint, StoredFile
 from backend_common.logging import get_logger
+from backend_common.storage import ObjectStorage, StoredObject
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -44,6 +47,33 @@ def record_stored_file(
     )
     with sessions() as session, session.begin():
         session.execute(statement)
+
+
+def store_file(
+    storage: ObjectStorage,
+    sessions: sessionmaker[Session],
+    *,
+    asset_key: str,
+    role: str,
+    bucket: str,
+    object_key: str,
+    content: Iterable[bytes] | BinaryIO,
+    filename: str,
+    checksum_salt: bytes = b"",
+) -> StoredObject:
+    """Put `content` in object storage and record it as the (asset key, role) file."""
+    stored = storage.put(bucket, object_key, content, checksum_salt=checksum_salt)
+    record_stored_file(
+        sessions,
+        asset_key=asset_key,
+        role=role,
+        bucket=bucket,
+        object_key=object_key,
+        checksum=stored.sha256,
+        size=stored.size,
+        filename=filename,
+    )
+    return stored
 
 
 def forget_stored_file(sessions: sessionmaker[Session], asset_key: str, role: str) -> StoredFile | None:

@@ -29,6 +29,12 @@ from backend_worker.context import WorkerContext, process_context
 from backend_worker.errors import is_retryable
 from backend_worker.failure_reports import register_failure_report
 from backend_worker.function_build import build_function
+from backend_worker.maintenance import (
+    CLEAN_TASK_DIRECTORIES,
+    COLLECT_FUNCTION_ENVIRONMENTS,
+    EVICT_ASSET_BUFFER,
+    run_maintenance,
+)
 from backend_worker.settings import WorkerSettings
 
 logger = get_logger("backend_worker.tasks")
@@ -144,6 +150,19 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> dict[str, Task]:
     def remove_transient_outputs_from_orc(self: Task, channel_name: str, outputs: list[Any]) -> int:
         return disable_transient_outputs(context(), channel_name, _output_pairs(outputs))
 
+    # Maintenance of this host's disk, broadcast by the scheduler's beat (backend_worker.maintenance).
+    @app.task(name=queues.EVICT_ASSET_BUFFER_TASK, bind=True)  # type: ignore[untyped-decorator]
+    def evict_asset_buffer(self: Task) -> int:
+        return run_maintenance(context(), EVICT_ASSET_BUFFER).items
+
+    @app.task(name=queues.CLEAN_TASK_DIRECTORIES_TASK, bind=True)  # type: ignore[untyped-decorator]
+    def clean_task_directories(self: Task) -> int:
+        return run_maintenance(context(), CLEAN_TASK_DIRECTORIES).items
+
+    @app.task(name=queues.COLLECT_FUNCTION_ENVIRONMENTS_TASK, bind=True)  # type: ignore[untyped-decorator]
+    def collect_function_environments(self: Task) -> int:
+        return run_maintenance(context(), COLLECT_FUNCTION_ENVIRONMENTS).items
+
     registered: dict[str, Callable[..., Any]] = {
         queues.COMPUTE_TASK_TASK: compute_task,
         queues.BUILD_IMAGE_TASK: build_image,
@@ -152,5 +171,8 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> dict[str, Task]:
         queues.REMOVE_INTERMEDIARY_MODELS_FROM_BUFFER_TASK: remove_intermediary_models_from_buffer,
         queues.REMOVE_INTERMEDIARY_MODEL_FROM_DB_TASK: remove_intermediary_model_from_db,
         queues.REMOVE_TRANSIENT_OUTPUTS_TASK: remove_transient_outputs_from_orc,
+        queues.EVICT_ASSET_BUFFER_TASK: evict_asset_buffer,
+        queues.CLEAN_TASK_DIRECTORIES_TASK: clean_task_directories,
+        queues.COLLECT_FUNCTION_ENVIRONMENTS_TASK: collect_function_environments,
     }
     return {name: app.tasks[name] for name in registered}

@@ -58,6 +58,15 @@ spec:
               valueFrom:
                 fieldRef:
                   fieldPath: metadata.namespace
+            {{- with $v.maintenance }}
+            # Maintenance of this replica's disk (the scheduler's broadcasts), builders included.
+            - name: ASSET_BUFFER_MAX_AGE
+              value: {{ include "substra.envNumber" .assetBufferMaxAge }}
+            - name: TASK_DIR_MAX_AGE
+              value: {{ include "substra.envNumber" .taskDirMaxAge }}
+            - name: FUNCTION_ENVIRONMENT_MAX_AGE
+              value: {{ include "substra.envNumber" .functionEnvironmentMaxAge }}
+            {{- end }}
             {{- with $v.computePod }}
             - name: COMPUTE_POD_STARTUP_TIMEOUT_SECONDS
               value: {{ .maxStartupWaitSeconds | quote }}

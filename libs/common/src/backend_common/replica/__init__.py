@@ -15,6 +15,7 @@ from backend_common.replica.compute_plans import (
     mark_plan_failed,
     plan_state,
     recompute_plan,
+    running_plans,
     store_compute_plan,
     task_statistics,
     update_compute_plan,
@@ -44,7 +45,13 @@ from backend_common.replica.events import (
     recompute_plans,
 )
 from backend_common.replica.failure_reports import store_failure_report
-from backend_common.replica.functions import store_function, store_function_profiling_step, update_function
+from backend_common.replica.functions import (
+    archive_checksums_in_use,
+    known_archive_checksums,
+    store_function,
+    store_function_profiling_step,
+    update_function,
+)
 from backend_common.replica.organizations import store_organization
 from backend_common.replica.outputs import disable_model, store_model, store_output_asset, store_performance
 
@@ -57,10 +64,12 @@ __all__ = [
     "TaskStatistics",
     "apply_event",
     "apply_events",
+    "archive_checksums_in_use",
     "asset_kind_name",
     "disable_model",
     "event_kind_name",
     "is_plan_running",
+    "known_archive_checksums",
     "load_cursor",
     "mark_plan_failed",
     "plan_state",
@@ -68,6 +77,7 @@ __all__ = [
     "recompute_plans",
     "replace_data_sample_links",
     "replace_data_samples_links",
+    "running_plans",
     "save_cursor",
     "store_compute_plan",
     "store_compute_task",

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, literal_column, select, update
+from sqlalchemy import Select, exists, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -149,6 +149,20 @@ def is_plan_running(session: Session, plan_key: str) -> bool:
         return False
     return any(
         count for status, count in counts.items() if status not in FINAL_TASK_STATUSES | {STATUS_UNKNOWN}
+    )
+
+
+def running_plans() -> Select[str]:
+    """The keys of the plans `is_plan_running` says are running, as one query over the replica."""
+    task = ComputeTask.__table__.alias("task")
+    broken = task.c.status.in_([STATUS_FAILED, STATUS_CANCELED])
+    live = task.c.status.not_in([*sorted(FINAL_TASK_STATUSES), STATUS_UNKNOWN])
+    of_plan = task.c.compute_plan_key == ComputePlan.key
+    return select(ComputePlan.key).where(
+        ComputePlan.cancelation_date.is_(None),
+        ComputePlan.failure_date.is_(None),
+        exists().where(of_plan, live),
+        ~exists().where(of_plan, broken),
     )
 
 

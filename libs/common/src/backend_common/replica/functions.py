@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from backend_common.db.replica import Function, FunctionInput, FunctionOutput, FunctionProfilingStep
+from backend_common.db.replica import (
+    ComputeTask,
+    Function,
+    FunctionInput,
+    FunctionOutput,
+    FunctionProfilingStep,
+)
 from backend_common.protos import common_pb2, function_pb2, profiling_pb2
+from backend_common.replica.compute_plans import running_plans
 from backend_common.replica.conversions import addressable, permissions_columns, to_datetime
 
 
@@ -119,3 +127,26 @@ def _is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def archive_checksums_in_use(session: Session, *, created_after: datetime) -> set[str]:
+    """Archive checksums of the functions a running plan uses, or registered after `created_after`.
+
+    What the images and environments built from function archives must be kept for: a function
+    registered recently may be about to be used by a plan that does not exist yet.
+    """
+    used_by_running_plans = select(ComputeTask.function_key).where(
+        ComputeTask.compute_plan_key.in_(running_plans())
+    )
+    rows = session.scalars(
+        select(Function.archive_checksum)
+        .where(or_(Function.key.in_(used_by_running_plans), Function.creation_date > created_after))
+        .distinct()
+    )
+    return {checksum.lower() for checksum in rows if checksum}
+
+
+def known_archive_checksums(session: Session) -> set[str]:
+    """Archive checksums of every function of the replica."""
+    rows = session.scalars(select(Function.archive_checksum).distinct())
+    return {checksum.lower() for checksum in rows if checksum}

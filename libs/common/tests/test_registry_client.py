@@ -10,14 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from backend_common.testing.registry import DockerRegistry, build_image, build_index, sha256_digest
-from registry_prepopulate.oci import DigestError, Manifest
-from registry_prepopulate.registry import (
+from backend_common.registry.client import (
     NotFoundError,
     RegistryAuthError,
     RegistryClient,
     RegistryUnavailableError,
 )
+from backend_common.registry.oci import DigestError, Manifest
+from backend_common.testing.registry import DockerRegistry, build_image, build_index, sha256_digest
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from registry_prepopulate.errors import PrepopulateError
+from backend_common.registry.errors import ImageError
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -42,11 +42,11 @@ _DIGEST_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^(sha256|sha512):([a-f0-9]+)$")
 
 
-class DigestError(PrepopulateError):
+class DigestError(ImageError):
     pass
 
 
-class ManifestError(PrepopulateError):
+class ManifestError(ImageError):
     pass
 
 

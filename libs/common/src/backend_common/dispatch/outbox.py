@@ -1,11 +1,16 @@
 """Sending each decided piece of work exactly once, across crashes (a transactional outbox).
 
-1. `record` writes the work in the transaction that applies its event and moves the event cursor:
-   the decision is committed with the replica change, or not at all. Its dedupe key (and, for a
-   compute task, its `task_dispatches` row) is inserted once: a repeated event decides nothing new.
-2. After the commit, the publisher's thread sends the pending rows with Celery and marks them
-   published. Event application never waits for Redis, and a Redis outage only delays dispatch:
-   the rows wait, retried every few seconds.
+1. `record` writes the work in the transaction that decided it (the events service: the one that
+   applies its event and moves the event cursor; the scheduler: the one of its reconciliation): the
+   decision is committed with what caused it, or not at all. Its dedupe key (and, for a compute
+   task, its `task_dispatches` row) is inserted once: a repeated decision records nothing new.
+   `record_redispatch` sends a compute task once more, counting the attempts.
+2. After the commit, a `Publisher` sends the pending rows with Celery and marks them published.
+   Event application never waits for Redis, and a Redis outage only delays dispatch: the rows
+   wait, retried every few seconds.
+
+Publishers lock the rows they send (`FOR UPDATE SKIP LOCKED`) until they are marked: several
+publishers (the events service's, the scheduler's) never send one row twice.
 
 A crash between sending and marking leaves a row pending whose message may already be in Redis.
 Such a row is never sent blindly again: the publisher first looks for its Celery task id in the
@@ -25,29 +30,33 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from backend_common import queues
-from backend_common.celery_app import WAITING_STATE
-from backend_common.db import session_scope
-from backend_common.db.local import CeleryDispatch, TaskDispatch
-from backend_common.logging import get_logger
 from celery import Celery
+from prometheus_client import Counter
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend_events import metrics
-from backend_events.work import Work
+from backend_common import queues
+from backend_common.celery_app import WAITING_STATE
+from backend_common.db.local import CeleryDispatch, TaskDispatch
+from backend_common.dispatch.work import Work
+from backend_common.logging import get_logger
 
-logger = get_logger("backend_events.outbox")
+logger = get_logger("backend_common.dispatch.outbox")
 
 # Result-backend states that do not prove a worker received the message.
 _NOT_RECEIVED_STATES = frozenset({"PENDING", WAITING_STATE})
 
 
-def record(session: Session, channel: str, event_id: str, decided: Work) -> int | None:
-    """Record work to send in the caller's transaction; its row id, None if it was already decided."""
+def record(
+    session: Session, channel: str, event_id: str, decided: Work, *, now: datetime | None = None
+) -> int | None:
+    """Record work to send in the caller's transaction; its row id, None if it was already decided.
+
+    `now` dates the decision (default: the current time).
+    """
     celery_task_id = str(uuid.uuid4())
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     if decided.compute_task_key is not None:
         first = session.execute(
             insert(TaskDispatch)
@@ -80,13 +89,74 @@ def record(session: Session, channel: str, event_id: str, decided: Work) -> int 
     ).scalar_one_or_none()
 
 
+def record_redispatch(
+    session: Session,
+    channel: str,
+    event_id: str,
+    decided: Work,
+    *,
+    attempts: int,
+    now: datetime | None = None,
+) -> int | None:
+    """Record a compute task sent once more, if its dispatch still counts `attempts`; its row id.
+
+    The task's `task_dispatches` row moves to `attempts + 1` with the new message's id and date,
+    in the caller's transaction; None (nothing recorded) when someone else re-dispatched it first.
+    """
+    if decided.compute_task_key is None:
+        raise ValueError("only compute tasks are re-dispatched")
+    celery_task_id = str(uuid.uuid4())
+    now = now or datetime.now(UTC)
+    moved = session.execute(
+        update(TaskDispatch)
+        .where(
+            TaskDispatch.compute_task_key == decided.compute_task_key,
+            TaskDispatch.attempts == attempts,
+        )
+        .values(
+            attempts=attempts + 1,
+            queue=decided.queue,
+            celery_task_id=celery_task_id,
+            dispatched_at=now,
+        )
+        .returning(TaskDispatch.compute_task_key)
+    ).scalar_one_or_none()
+    if moved is None:
+        return None
+    return session.execute(
+        insert(CeleryDispatch)
+        .values(
+            dedupe_key=f"{decided.dedupe_key}:attempt-{attempts + 1}",
+            celery_task_id=celery_task_id,
+            channel=channel,
+            event_id=event_id,
+            task_name=decided.task_name,
+            queue=decided.queue,
+            message=decided.message(),
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[CeleryDispatch.dedupe_key])
+        .returning(CeleryDispatch.id)
+    ).scalar_one_or_none()
+
+
 class Publisher:
-    """Publishes the pending rows of the outbox; shared by the channel consumers."""
+    """Publishes the pending rows of the outbox; shared by the channel consumers of a process.
+
+    `sent_counter`, if given, counts the messages sent by task name (label `task_name`).
+    """
 
     def __init__(
-        self, app: Celery, sessions: sessionmaker[Session], org_name: str, *, retry_seconds: float = 2.0
+        self,
+        app: Celery,
+        sessions: sessionmaker[Session],
+        org_name: str,
+        *,
+        retry_seconds: float = 2.0,
+        sent_counter: Counter | None = None,
     ) -> None:
         self._app = app
+        self._sent_counter = sent_counter
         self._sessions = sessions
         self._statically_routed = set(queues.static_task_routes(org_name))
         self._broadcast_queue = queues.broadcast_queue(org_name)
@@ -140,42 +210,64 @@ class Publisher:
         with self._lock:
             self._unsent.update(row_ids)
 
-    def publish_pending(self, channel: str | None = None) -> int:
-        """Send the pending rows (of one channel, or all) in order; the number sent.
+    def publish_pending(self, channel: str | None = None, row_ids: Iterable[int] | None = None) -> int:
+        """Send the pending rows (of one channel, or these rows, or all) in order; the number sent.
 
-        Errors are left to the caller; the rows handled before one are marked published.
+        Rows another publisher is sending are left to it. Errors are left to the caller; the rows
+        handled before one are marked published.
         """
         query = (
-            select(CeleryDispatch).where(CeleryDispatch.published_at.is_(None)).order_by(CeleryDispatch.id)
+            select(CeleryDispatch)
+            .where(CeleryDispatch.published_at.is_(None))
+            .order_by(CeleryDispatch.id)
+            .with_for_update(skip_locked=True)
         )
         if channel is not None:
             query = query.where(CeleryDispatch.channel == channel)
-        with self._sessions() as session:
+        if row_ids is not None:
+            query = query.where(CeleryDispatch.id.in_(list(row_ids)))
+        failure: Exception | None = None
+        sent = 0
+        with self._sessions() as session, session.begin():
+            # Locked until marked: another publisher skips them meanwhile.
             rows = list(session.scalars(query))
-        if not rows:
-            return 0
+            if not rows:
+                return 0
+            handled: list[int] = []
+            try:
+                sent = self._publish(rows, handled)
+            except Exception as error:
+                failure = error
+            if handled:
+                # A crash before this commit leaves the rows pending: the next run finds their messages.
+                session.execute(
+                    update(CeleryDispatch)
+                    .where(CeleryDispatch.id.in_(handled))
+                    .values(published_at=datetime.now(UTC))
+                )
+        if failure is not None:
+            raise failure
+        return sent
+
+    def _publish(self, rows: list[CeleryDispatch], handled: list[int]) -> int:
         with self._lock:
             uncertain = [row for row in rows if row.id not in self._unsent]
         already_sent = self._already_enqueued(uncertain) if uncertain else set()
-        handled: list[int] = []
         sent = 0
-        try:
-            for row in rows:
-                if row.celery_task_id in already_sent:
-                    logger.info(
-                        "dispatch found already enqueued", task_name=row.task_name, dedupe_key=row.dedupe_key
-                    )
-                else:
-                    with self._lock:
-                        # From here on the message may exist, even if sending raises.
-                        self._unsent.discard(row.id)
-                    self._send(row)
-                    sent += 1
-                    metrics.DISPATCHED.labels(task_name=row.task_name).inc()
-                handled.append(row.id)
-        finally:
-            if handled:
-                self._mark_published(handled)
+        for row in rows:
+            if row.celery_task_id in already_sent:
+                logger.info(
+                    "dispatch found already enqueued", task_name=row.task_name, dedupe_key=row.dedupe_key
+                )
+            else:
+                with self._lock:
+                    # From here on the message may exist, even if sending raises.
+                    self._unsent.discard(row.id)
+                self._send(row)
+                sent += 1
+                if self._sent_counter is not None:
+                    self._sent_counter.labels(task_name=row.task_name).inc()
+            handled.append(row.id)
         return sent
 
     def _send(self, row: CeleryDispatch) -> None:
@@ -197,15 +289,6 @@ class Publisher:
             celery_task_id=row.celery_task_id,
             dedupe_key=row.dedupe_key,
         )
-
-    def _mark_published(self, row_ids: list[int]) -> None:
-        # A crash before this commit leaves the rows pending: the next run finds their messages.
-        with session_scope(self._sessions) as session:
-            session.execute(
-                update(CeleryDispatch)
-                .where(CeleryDispatch.id.in_(row_ids))
-                .values(published_at=datetime.now(UTC))
-            )
 
     def _already_enqueued(self, rows: list[CeleryDispatch]) -> set[str]:
         """Celery task ids of `rows` that reached Redis: queued, being worked on, or finished."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from registry_prepopulate.errors import PrepopulateError
-from registry_prepopulate.oci import is_digest
+from backend_common.registry.errors import ImageError
+from backend_common.registry.oci import is_digest
 
 DEFAULT_TAG = "latest"
 DOCKER_HUB_DOMAIN = "docker.io"
@@ -19,7 +19,7 @@ _PATH_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 
 
-class ImageReferenceError(PrepopulateError):
+class ImageReferenceError(ImageError):
     pass
 
 

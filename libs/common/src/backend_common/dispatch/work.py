@@ -1,4 +1,4 @@
-"""The Celery work the events service sends, and its message formats.
+"""The Celery work the events service and the scheduler send, and its message formats.
 
 Every message is sent with `send_task` under the reference task name (`backend_common.queues`),
 JSON only. Orchestrator objects travel as JSON strings of the message with proto field names and
@@ -27,10 +27,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend_common import queues
-from backend_common.protos import computetask_pb2
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+
+from backend_common import queues
+from backend_common.protos import computetask_pb2
 
 
 def serialize(message: Message) -> str:

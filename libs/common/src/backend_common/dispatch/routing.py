@@ -7,10 +7,11 @@ mappings, the lowest index on a tie. The worker's teardown releases the mapping.
 
 from __future__ import annotations
 
-from backend_common.db.local import ComputePlanWorkerMapping
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
+
+from backend_common.db.local import ComputePlanWorkerMapping
 
 # Built once: asked for every batch of events with final tasks.
 _OPEN_MAPPINGS = select(

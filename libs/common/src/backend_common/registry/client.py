@@ -1,5 +1,8 @@
 """A small client of the registry HTTP API v2 (distribution spec) over httpx.
 
+Shared by registry-prepopulate (copies base images in) and the scheduler (deletes the images of
+functions no longer used).
+
 Blobs are streamed in both directions (never a whole layer in memory) and checked against their
 digest. Authentication: Basic (sent up front, as htpasswd registries expect) and the Bearer token
 handshake public registries use (Docker Hub, ghcr.io), tokens being cached per repository.
@@ -16,8 +19,8 @@ from typing import IO, Any
 
 import httpx
 
-from registry_prepopulate.errors import PrepopulateError
-from registry_prepopulate.oci import (
+from backend_common.registry.errors import ImageError
+from backend_common.registry.oci import (
     MANIFEST_ACCEPT,
     MANIFEST_MEDIA_TYPES,
     Descriptor,
@@ -26,7 +29,7 @@ from registry_prepopulate.oci import (
     hasher_for,
     is_digest,
 )
-from registry_prepopulate.reference import api_host
+from backend_common.registry.reference import api_host
 
 DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
 READ_SIZE = 1024 * 1024
@@ -38,7 +41,7 @@ _CHALLENGE_PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
 _NEXT_LINK_RE = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 
 
-class RegistryError(PrepopulateError):
+class RegistryError(ImageError):
     def __init__(self, message: str, *, status: int | None = None, codes: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.status = status
@@ -134,6 +137,7 @@ class RegistryClient:
         password: str | None = None,
         timeout: float = 60.0,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        user_agent: str = "substra-backend",
     ) -> None:
         if scheme not in ("http", "https"):
             raise ValueError(f"registry scheme must be http or https, got {scheme!r}")
@@ -147,7 +151,7 @@ class RegistryClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             # Blob downloads are often redirected to object storage or a CDN.
             follow_redirects=True,
-            headers={"User-Agent": "registry-prepopulate", "Accept-Encoding": "identity"},
+            headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
         )
 
     def close(self) -> None:
@@ -412,7 +416,7 @@ def _read_exactly(stream: IO[bytes], length: int, hasher: Any, digest: str) -> I
     while remaining:
         chunk = stream.read(min(READ_SIZE, remaining))
         if not chunk:
-            raise PrepopulateError(f"blob {digest}: the source ended {remaining} bytes before its size")
+            raise ImageError(f"blob {digest}: the source ended {remaining} bytes before its size")
         hasher.update(chunk)
         remaining -= len(chunk)
         yield chunk
