@@ -37,6 +37,7 @@ FLUSH_EXPIRED_TOKENS_TASK = "users.tasks.flush_expired_tokens"
 REDISPATCH_STALE_TASKS_TASK = "substrapp.tasks.tasks_reconcile.redispatch_stale_tasks"
 DISPATCH_FORGOTTEN_TASKS_TASK = "substrapp.tasks.tasks_reconcile.dispatch_forgotten_tasks"
 TEAR_DOWN_FINISHED_PLANS_TASK = "substrapp.tasks.tasks_reconcile.tear_down_finished_plans"
+PURGE_PUBLISHED_DISPATCHES_TASK = "substrapp.tasks.tasks_maintenance.purge_published_dispatches"
 # Sent by beat to every worker and builder (`<org>.broadcast`): maintenance of their own disk.
 EVICT_ASSET_BUFFER_TASK = "substrapp.tasks.tasks_maintenance.evict_asset_buffer"
 CLEAN_TASK_DIRECTORIES_TASK = "substrapp.tasks.tasks_maintenance.clean_task_directories"
@@ -124,5 +125,6 @@ def static_task_routes(org_name: str) -> dict[str, str]:
         REDISPATCH_STALE_TASKS_TASK: SCHEDULER_QUEUE,
         DISPATCH_FORGOTTEN_TASKS_TASK: SCHEDULER_QUEUE,
         TEAR_DOWN_FINISHED_PLANS_TASK: SCHEDULER_QUEUE,
+        PURGE_PUBLISHED_DISPATCHES_TASK: SCHEDULER_QUEUE,
         **{name: broadcast_queue(org_name) for name in WORKER_MAINTENANCE_TASKS},
     }

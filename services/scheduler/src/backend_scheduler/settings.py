@@ -47,6 +47,9 @@ class JobSettings(BaseSettings):
     tear_down_finished_plans_period: int = Field(
         default=900, ge=0, validation_alias="SCHEDULER_TEAR_DOWN_FINISHED_PLANS_PERIOD"
     )
+    purge_published_dispatches_period: int = Field(
+        default=DAY, ge=0, validation_alias="SCHEDULER_PURGE_PUBLISHED_DISPATCHES_PERIOD"
+    )
     # Broadcast to every worker and builder.
     evict_asset_buffer_period: int = Field(
         default=HOUR, ge=0, validation_alias="SCHEDULER_EVICT_ASSET_BUFFER_PERIOD"
@@ -76,6 +79,9 @@ class JobSettings(BaseSettings):
     plan_teardown_grace: int = Field(default=900, ge=0, validation_alias="PLAN_TEARDOWN_GRACE")
     # Images of functions registered more recently than this are kept, used or not.
     registry_gc_grace: int = Field(default=DAY, ge=0, validation_alias="REGISTRY_GC_GRACE")
+    # Published outbox rows (`celery_dispatches`) older than this are deleted; their dedupe keys
+    # stop guarding against a replay of events that old.
+    dispatch_retention: int = Field(default=30 * DAY, ge=HOUR, validation_alias="DISPATCH_RETENTION")
     # Replicas of the worker StatefulSet (`<org>.worker-<i>`), as the events service reads it.
     worker_replicas: int = Field(default=1, ge=1, validation_alias="WORKER_REPLICAS")
 

@@ -28,6 +28,7 @@ COLLECT_REGISTRY_IMAGES = "collect_registry_images"
 REDISPATCH_STALE_TASKS = "redispatch_stale_tasks"
 DISPATCH_FORGOTTEN_TASKS = "dispatch_forgotten_tasks"
 TEAR_DOWN_FINISHED_PLANS = "tear_down_finished_plans"
+PURGE_PUBLISHED_DISPATCHES = "purge_published_dispatches"
 
 Job = Callable[[SchedulerContext, datetime], int]
 MIN_EXPIRY_SECONDS = 60
@@ -52,6 +53,11 @@ def _collect_registry_images(context: SchedulerContext, now: datetime) -> int:
         )
 
 
+def _purge_published_dispatches(context: SchedulerContext, now: datetime) -> int:
+    retention = timedelta(seconds=context.settings.jobs.dispatch_retention)
+    return jobs.purge_published_dispatches(context.sessions, now, retention)
+
+
 # Job name → (Celery task name, function).
 JOBS: dict[str, tuple[str, Job]] = {
     FLUSH_EXPIRED_TOKENS: (queues.FLUSH_EXPIRED_TOKENS_TASK, _flush_expired_tokens),
@@ -59,6 +65,7 @@ JOBS: dict[str, tuple[str, Job]] = {
     REDISPATCH_STALE_TASKS: (queues.REDISPATCH_STALE_TASKS_TASK, jobs.redispatch_stale_tasks),
     DISPATCH_FORGOTTEN_TASKS: (queues.DISPATCH_FORGOTTEN_TASKS_TASK, jobs.dispatch_forgotten_tasks),
     TEAR_DOWN_FINISHED_PLANS: (queues.TEAR_DOWN_FINISHED_PLANS_TASK, jobs.tear_down_finished_plans),
+    PURGE_PUBLISHED_DISPATCHES: (queues.PURGE_PUBLISHED_DISPATCHES_TASK, _purge_published_dispatches),
 }
 
 
@@ -94,6 +101,11 @@ def beat_schedule(settings: SchedulerSettings) -> dict[str, dict[str, Any]]:
             "tear-down-finished-plans",
             queues.TEAR_DOWN_FINISHED_PLANS_TASK,
             periods.tear_down_finished_plans_period,
+        ),
+        (
+            "purge-published-dispatches",
+            queues.PURGE_PUBLISHED_DISPATCHES_TASK,
+            periods.purge_published_dispatches_period,
         ),
         ("evict-asset-buffer", queues.EVICT_ASSET_BUFFER_TASK, periods.evict_asset_buffer_period),
         ("clean-task-directories", queues.CLEAN_TASK_DIRECTORIES_TASK, periods.clean_task_directories_period),

@@ -125,6 +125,8 @@ scheduler-worker (the limits). Call with .Values.jobs.
   value: {{ include "substra.envNumber" .dispatchForgottenTasks }}
 - name: SCHEDULER_TEAR_DOWN_FINISHED_PLANS_PERIOD
   value: {{ include "substra.envNumber" .tearDownFinishedPlans }}
+- name: SCHEDULER_PURGE_PUBLISHED_DISPATCHES_PERIOD
+  value: {{ include "substra.envNumber" .purgePublishedDispatches }}
 - name: SCHEDULER_EVICT_ASSET_BUFFER_PERIOD
   value: {{ include "substra.envNumber" .evictAssetBuffer }}
 - name: SCHEDULER_CLEAN_TASK_DIRECTORIES_PERIOD
@@ -142,4 +144,6 @@ scheduler-worker (the limits). Call with .Values.jobs.
   value: {{ include "substra.envNumber" .planTeardownGrace }}
 - name: REGISTRY_GC_GRACE
   value: {{ include "substra.envNumber" .registryGcGrace }}
+- name: DISPATCH_RETENTION
+  value: {{ include "substra.envNumber" .dispatchRetention }}
 {{- end -}}

@@ -5,6 +5,7 @@ under a lock and with metrics (`backend_common.jobs.run_job`). The jobs that act
 live in the worker package (`backend_worker.maintenance`): beat broadcasts them.
 """
 
+from backend_scheduler.jobs.outbox import purge_published_dispatches
 from backend_scheduler.jobs.reconcile import (
     dispatch_forgotten_tasks,
     redispatch_stale_tasks,
@@ -17,6 +18,7 @@ __all__ = [
     "collect_registry_images",
     "dispatch_forgotten_tasks",
     "flush_expired_tokens",
+    "purge_published_dispatches",
     "redispatch_stale_tasks",
     "tear_down_finished_plans",
 ]
