@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from backend_common.protos import (
     event_pb2_grpc,
 )
 from backend_common.testing.postgres import DatabaseFactory, server_url
+from backend_common.testing.processes import free_port
 from sqlalchemy import create_engine, insert, select, text
 from standalone_orchestrator.db.tables import events as events_table
 from standalone_orchestrator.testing import (
@@ -59,12 +59,6 @@ REPLAY_EVENTS = 100_000
 TARGET_REGISTRATION_S = 10.0
 TARGET_LATENCY_MS = 20.0
 TARGET_REPLAY_PER_S = 20_000.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Subprocess:

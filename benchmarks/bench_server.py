@@ -37,9 +37,10 @@ import httpx
 from backend_common.db import make_engine, make_session_factory, session_scope
 from backend_common.db.local import TokenKind, UserRole
 from backend_common.testing.postgres import DatabaseFactory, server_url
+from backend_common.testing.processes import free_port
 from backend_migrations import schema
 from backend_server.data import accounts
-from backend_server.testing import CHANNEL, ORG1, free_port, write_dataset_files
+from backend_server.testing import CHANNEL, ORG1, write_dataset_files
 from sqlalchemy import text
 from standalone_orchestrator.testing import Network as OrchestratorNetwork
 from standalone_orchestrator.testing import register_organizations

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from backend_common.settings import (
     StorageSettings,
 )
 from backend_common.testing.postgres import DatabaseFactory, server_url
+from backend_common.testing.processes import free_port
 from backend_migrations.schema import upgrade
 from backend_worker.context import WorkerContext
 from backend_worker.function_environment import base_environment_path, ensure_base_environment
@@ -84,12 +84,6 @@ def timed(inputs, outputs, task_properties):
     _save(result, outputs["model"])
 """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Services:

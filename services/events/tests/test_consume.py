@@ -21,6 +21,7 @@ from backend_common.db.local import CeleryDispatch
 from backend_common.db.replica import ComputeTask, LastEvent
 from backend_common.protos import common_pb2, computeplan_pb2, computetask_pb2, function_pb2
 from backend_common.replica import load_cursor
+from backend_common.testing.processes import free_port
 from backend_events.testing import (
     CHANNEL,
     ORG,
@@ -30,7 +31,6 @@ from backend_events.testing import (
     Network,
     OrchestratorProcess,
     ever_waiting_for_executor,
-    free_port,
     replica_differences,
     task_dates,
     wait_for,

@@ -24,7 +24,8 @@ from backend_common.dispatch import work
 from backend_common.dispatch.outbox import Publisher, record, record_redispatch
 from backend_common.protos import computetask_pb2, function_pb2
 from backend_common.settings import CelerySettings
-from backend_events.testing import BROKER_DATABASE, ORG_NAME, RESULT_DATABASE, free_port, wait_for
+from backend_common.testing.processes import free_port
+from backend_events.testing import BROKER_DATABASE, ORG_NAME, RESULT_DATABASE, wait_for
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 

@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -18,6 +17,7 @@ import pytest
 import yaml
 from backend_common.registry.client import RegistryClient
 from backend_common.registry.oci import Manifest
+from backend_common.testing.processes import free_port
 from backend_common.testing.registry import (
     DockerRegistry,
     build_image,
@@ -36,13 +36,6 @@ TIMEOUT = 120
 def client(docker_registry: DockerRegistry) -> Iterator[RegistryClient]:
     with RegistryClient(docker_registry.host_port) as registry:
         yield registry
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def environment(registry: str, config: Path, **extra: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 import uuid
@@ -23,6 +22,7 @@ import redis
 from backend_common.db import session_scope
 from backend_common.db.local import ApiToken, ComputePlanWorkerMapping, RevokedToken
 from backend_common.db.replica import ComputePlan
+from backend_common.testing.processes import free_port
 from backend_events.testing import OrchestratorProcess
 from backend_scheduler.testing import (
     BROKER_DATABASE,
@@ -42,12 +42,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 BIN = Path(sys.executable).parent
 DAY = 86400
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def tokens_left(sessions: sessionmaker[Session]) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from backend_common.db.local import UserRole
 from backend_common.testing.postgres import DatabaseFactory, server_url
+from backend_common.testing.processes import free_port
 from backend_migrations import schema
 from backend_server.app import create_app
 from backend_server.testing import (
@@ -24,7 +25,6 @@ from backend_server.testing import (
     ORG_SECRETS,
     Backend,
     LiveServer,
-    free_port,
     server_settings,
 )
 from sqlalchemy import NullPool, create_engine, text

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from backend_common.db.local import UserRole
+from backend_common.testing.processes import free_port
 from backend_server.app import create_app
-from backend_server.testing import ORG1, ORG2, ORG_SECRETS, Backend, Replica, free_port, server_settings
+from backend_server.testing import ORG1, ORG2, ORG_SECRETS, Backend, Replica, server_settings
 from starlette.testclient import TestClient
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from backend_common.settings import (
 )
 from backend_common.storage import ObjectStorage
 from backend_common.testing.postgres import DatabaseFactory
+from backend_common.testing.processes import free_port
 from backend_common.testing.seaweedfs import SeaweedFS
 from backend_migrations.schema import upgrade
 from backend_worker.context import WorkerContext
@@ -59,12 +59,6 @@ SUBSTRAFL_ARCHIVE_SCRIPT = Path(__file__).parent / "substrafl_archive.py"
 CHANNEL = "mychannel"
 ORG1, ORG2 = "MyOrg1MSP", "MyOrg2MSP"
 BROKER_DATABASE, RESULT_DATABASE = 4, 5
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ import redis
 from backend_common import queues
 from backend_common.celery_app import create_celery_app
 from backend_common.settings import CelerySettings
+from backend_common.testing.processes import free_port
 
 BROKER_DATABASE = 14
 RESULT_DATABASE = 15
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -140,7 +140,9 @@ def test_builder_and_worker_processes_survive_a_kill_mid_task(
     )
     assert len(client.get_compute_task_output_models(task.key)) == 1
     assert "resubmitting a task interrupted by a worker restart" in processes.logs()
-    assert not (org.context.root / "running" / "worker-0" / f"{task.key}.json").exists()
+    # The run's marker goes right after the task is reported DONE.
+    marker = org.context.root / "running" / "worker-0" / f"{task.key}.json"
+    wait_for(lambda: not marker.exists(), 10, processes.logs)
 
     # The clean-up work of the events service, in its formats.
     [model] = client.get_compute_task_output_models(task.key)

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -63,6 +62,7 @@ from backend_common.protos import (
 from backend_common.replica import TaskStatistics, plan_state
 from backend_common.replica.conversions import optional_datetime, split_tag, to_datetime
 from backend_common.settings import OrchestratorSettings
+from backend_common.testing.processes import stop_process
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -84,13 +84,6 @@ LIVE_STATUSES = frozenset(
         computetask_pb2.STATUS_EXECUTING,
     }
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.05, what: str = "") -> None:
@@ -177,13 +170,7 @@ class OrchestratorProcess:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self._process is None:
             return
-        if self._process.poll() is None:
-            self._process.send_signal(sig)
-            try:
-                self._process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process, sig=sig)
         self._process = None
 
 

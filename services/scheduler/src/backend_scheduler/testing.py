@@ -4,8 +4,6 @@ this package's tests; never in production."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import threading
 import uuid
@@ -26,6 +24,7 @@ from backend_common.settings import (
     OrchestratorSettings,
     OrganizationSettings,
 )
+from backend_common.testing import processes
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend_scheduler.settings import JobSettings, SchedulerSettings
@@ -195,10 +194,5 @@ def start_process(command: list[str], environment: dict[str, str], log: Path) ->
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    """Stop a process `start_process` started, with everything it forked."""
+    processes.stop_process(process, group=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import io
-import socket
 import tarfile
 import threading
 import time
@@ -84,13 +83,6 @@ def sync_replica(client: OrchestratorClient, database_url: str) -> int:
 def cached_hash(secret: str) -> str:
     """Argon2 hashes are slow by design: tests hash each password once."""
     return hash_secret(secret)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def server_settings(

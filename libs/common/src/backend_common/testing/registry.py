@@ -15,7 +15,6 @@ real images (gzip tar layers, config with diff_ids, manifests) without network o
 
 from __future__ import annotations
 
-import ctypes
 import gzip
 import hashlib
 import importlib
@@ -23,8 +22,6 @@ import io
 import json
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -41,9 +38,10 @@ from typing import Any
 
 import pytest
 
+from backend_common.testing.processes import die_with_parent, free_port, stop_process
+
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 START_TIMEOUT_SECONDS = 20.0
-STOP_TIMEOUT_SECONDS = 10.0
 START_ATTEMPTS = 3  # a port picked free may be taken by someone else before the registry binds it
 LOG_TAIL_LINES = 40
 TEST_USERNAME = "substra"
@@ -75,19 +73,6 @@ class _RegistryExitedError(DockerRegistryStartError):
 def registry_binary() -> Path:
     found = shutil.which("docker-registry")
     return Path(found) if found else Path(REGISTRY_BINARY)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:
-    # Linux PR_SET_PDEATHSIG: the registry gets SIGTERM if pytest dies without its teardown.
-    prctl_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(prctl_set_pdeathsig, signal.SIGTERM)
 
 
 def _bcrypt_hash(password: str) -> str:
@@ -158,18 +143,6 @@ def _answers(url: str) -> bool:
     return True
 
 
-def stop_registry_process(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-    """SIGTERM by PID, then SIGKILL if it is still running after `timeout` seconds."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def _start_once(
     binary: Path, directory: Path, credentials: tuple[str, str] | None, port: int | None
 ) -> tuple[subprocess.Popen[bytes], DockerRegistry]:
@@ -177,7 +150,7 @@ def _start_once(
     if data.exists():
         shutil.rmtree(data)
     data.mkdir()
-    port = port or _free_port()
+    port = port or free_port()
     config = _write_config(directory, port, credentials)
     with (directory / "registry.log").open("wb") as output:
         process = subprocess.Popen(
@@ -188,7 +161,7 @@ def _start_once(
             stderr=subprocess.STDOUT,
             # Its own session: a Ctrl-C reaches pytest, which then stops the registry cleanly.
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
         )
     host_port = f"127.0.0.1:{port}"
     registry = DockerRegistry(
@@ -234,17 +207,17 @@ def running_docker_registry(
             try:
                 _wait_ready(process, registry)
             except DockerRegistryStartError as exc:
-                stop_registry_process(process)
+                stop_process(process)
                 if isinstance(exc, _RegistryExitedError) and attempt < START_ATTEMPTS and port is None:
                     continue  # most likely the port was taken meanwhile: retry on another one
                 raise DockerRegistryStartError(f"{exc}\n{_log_tail(directory)}") from None
             except BaseException:
-                stop_registry_process(process)
+                stop_process(process)
                 raise
             try:
                 yield registry
             finally:
-                stop_registry_process(process)
+                stop_process(process)
             return
     finally:
         shutil.rmtree(directory, ignore_errors=True)

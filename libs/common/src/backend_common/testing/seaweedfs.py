@@ -8,11 +8,8 @@ session: use unique keys.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,12 +25,12 @@ import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
 from backend_common.storage import FilesystemStorage, S3Storage
+from backend_common.testing.processes import die_with_parent, free_ports, stop_process
 
 ACCESS_KEY = "substra-test"
 SECRET_KEY = "substra-test-secret"  # noqa: S105 (a throwaway server's credentials)
 REGION = "us-east-1"
 START_TIMEOUT_SECONDS = 30.0
-STOP_TIMEOUT_SECONDS = 10.0
 START_ATTEMPTS = 3  # a port picked free may be taken by someone else before weed binds it
 LOG_TAIL_LINES = 40
 
@@ -74,24 +71,6 @@ def weed_binary() -> Path:
     return Path(sys.executable).parent / "weed"
 
 
-def _free_ports(count: int) -> list[int]:
-    # All sockets stay open until every port is chosen so the kernel hands out distinct ones.
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _die_with_parent() -> None:
-    # Linux PR_SET_PDEATHSIG: weed gets SIGTERM if pytest dies without running the teardown.
-    prctl_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(prctl_set_pdeathsig, signal.SIGTERM)
-
-
 def _log_tail(directory: Path) -> str:
     # weed.out has the start-up messages; glog's INFO file holds every severity.
     parts = []
@@ -119,18 +98,6 @@ def _authenticated_request_works(storage: S3Storage) -> bool:
     except (ClientError, BotoCoreError):
         return False
     return True
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-    """SIGTERM by PID, then SIGKILL if it is still running after `timeout` seconds."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @dataclass(frozen=True)
@@ -162,7 +129,7 @@ def _start_once(directory: Path) -> _Weed:
         "actions": ["Admin", "Read", "List", "Tagging", "Write"],
     }
     config.write_text(json.dumps({"identities": [identity]}))
-    ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
+    ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
     command = [
         str(weed_binary()),
         f"-logdir={log_dir}",
@@ -193,7 +160,7 @@ def _start_once(directory: Path) -> _Weed:
             stderr=subprocess.STDOUT,
             # Its own session: a Ctrl-C in the terminal reaches pytest, which then stops weed cleanly.
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
         )
     server = SeaweedFS(
         endpoint_url=f"http://127.0.0.1:{ports['s3.port']}",
