@@ -30,7 +30,10 @@ def run_demo(mode: str, rounds: int, network_file: Path, plot: Path) -> tuple[fl
         "--network-file", str(network_file), "--plot", str(plot),
     ]  # fmt: skip
     started = time.monotonic()
-    completed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
+    # The SDK's subprocess mode writes its `local-worker/` in the working directory.
+    completed = subprocess.run(
+        command, capture_output=True, text=True, check=False, timeout=1800, cwd=plot.parent
+    )
     elapsed = time.monotonic() - started
     if completed.returncode != 0:
         raise SystemExit(f"demo ({mode}) failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}")
