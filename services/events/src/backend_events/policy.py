@@ -191,9 +191,8 @@ class DispatchPolicy:
         task_count = session.scalar(
             select(func.count()).select_from(ComputeTask).where(ComputeTask.compute_plan_key == plan_key)
         )
-        return work.delete_plan_resources(
-            self.org_name, self.channel, plan_key, index, f"{mapping_id}:{task_count}"
-        )
+        occasion = work.plan_teardown_occasion(mapping_id, int(task_count or 0))
+        return work.delete_plan_resources(self.org_name, self.channel, plan_key, index, occasion)
 
     def _on_plan_canceled(self, session: Session, plan_key: str) -> list[Work]:
         """A canceled plan stops running without any task event when none of its tasks is in flight.

@@ -5,14 +5,13 @@ Built lazily in the process that runs the jobs, once per process (never across a
 
 from __future__ import annotations
 
-import os
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from backend_common.celery_app import create_celery_app
 from backend_common.db import make_engine, make_session_factory
 from backend_common.dispatch.outbox import Publisher
-from backend_common.orchestrator import OrchestratorClient
+from backend_common.orchestrator import OrchestratorClient, OrchestratorClients
+from backend_common.per_process import PerProcess
 from backend_common.registry import RegistryClient
 from celery import Celery
 from sqlalchemy import Engine
@@ -28,8 +27,7 @@ class SchedulerContext:
     sessions: sessionmaker[Session]
     celery: Celery
     publisher: Publisher
-    _orchestrators: dict[str, OrchestratorClient] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    orchestrators: OrchestratorClients
 
     @classmethod
     def from_settings(cls, settings: SchedulerSettings, celery: Celery | None = None) -> SchedulerContext:
@@ -44,6 +42,7 @@ class SchedulerContext:
             sessions=sessions,
             celery=celery,
             publisher=Publisher(celery, sessions, org_name),
+            orchestrators=OrchestratorClients(settings.orchestrator, settings.organization.msp_id),
         )
 
     @property
@@ -59,12 +58,7 @@ class SchedulerContext:
         return self.settings.organization.channel_names
 
     def orchestrator(self, channel: str) -> OrchestratorClient:
-        with self._lock:
-            client = self._orchestrators.get(channel)
-            if client is None:
-                client = OrchestratorClient(self.settings.orchestrator, self.msp_id, channel)
-                self._orchestrators[channel] = client
-            return client
+        return self.orchestrators.get(channel)
 
     def registry(self) -> RegistryClient | None:
         """A client of the function image registry (`REGISTRY`), None when there is none; close it."""
@@ -80,25 +74,14 @@ class SchedulerContext:
         )
 
     def close(self) -> None:
-        with self._lock:
-            for client in self._orchestrators.values():
-                client.close()
-            self._orchestrators.clear()
+        self.orchestrators.close()
         self.publisher.close()
         self.engine.dispose()
 
 
-_contexts: dict[int, SchedulerContext] = {}
-_contexts_lock = threading.Lock()
+_context: PerProcess[SchedulerContext] = PerProcess()
 
 
 def process_context(settings: SchedulerSettings, celery: Celery | None = None) -> SchedulerContext:
     """The context of the current process, created on first use."""
-    pid = os.getpid()
-    with _contexts_lock:
-        context = _contexts.get(pid)
-        if context is None:
-            _contexts.clear()  # a parent's, inherited through fork: never reused
-            context = SchedulerContext.from_settings(settings, celery)
-            _contexts[pid] = context
-        return context
+    return _context.get(lambda: SchedulerContext.from_settings(settings, celery))

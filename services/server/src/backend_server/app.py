@@ -11,7 +11,7 @@ import httpx
 from backend_common.db import make_engine, make_session_factory
 from backend_common.logging import configure_logging, get_logger, logging_configured
 from backend_common.metrics import counter, histogram, metrics_registry
-from backend_common.orchestrator import OrchestratorError
+from backend_common.orchestrator import OrchestratorClients, OrchestratorError
 from backend_common.storage import make_storage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -164,6 +164,7 @@ def create_app(settings: ServerSettings | None = None) -> Starlette:
                 storage=make_storage(settings.storage),
                 http=client,
                 throttle=RateLimiter(settings.api.throttle_rate),
+                orchestrators=OrchestratorClients(settings.orchestrator, settings.organization.msp_id),
             )
             try:
                 yield

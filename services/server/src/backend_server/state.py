@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
-from backend_common.orchestrator import OrchestratorClient, OrchestratorError
+from backend_common.orchestrator import OrchestratorClient, OrchestratorClients, OrchestratorError
 from backend_common.storage import ObjectStorage
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,19 +33,11 @@ class ServerState:
     storage: ObjectStorage
     http: httpx.AsyncClient
     throttle: RateLimiter
-    _orchestrators: dict[str, OrchestratorClient] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    orchestrators: OrchestratorClients
     _version: tuple[float, str] | None = None
 
     def orchestrator(self, channel: str) -> OrchestratorClient:
-        with self._lock:
-            client = self._orchestrators.get(channel)
-            if client is None:
-                client = OrchestratorClient(
-                    self.settings.orchestrator, msp_id=self.settings.organization.msp_id, channel=channel
-                )
-                self._orchestrators[channel] = client
-            return client
+        return self.orchestrators.get(channel)
 
     def orchestrator_version(self, channel: str) -> str:
         """Never None: the SDK rejects a null `orchestrator_version` (reference bug 3)."""
@@ -65,8 +56,7 @@ class ServerState:
         return version
 
     def close(self) -> None:
-        for client in self._orchestrators.values():
-            client.close()
+        self.orchestrators.close()
         self.engine.dispose()
 
 

@@ -6,13 +6,13 @@ fork), once per process.
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend_common.db import make_engine, make_session_factory
-from backend_common.orchestrator import OrchestratorClient
+from backend_common.orchestrator import OrchestratorClient, OrchestratorClients
+from backend_common.per_process import PerProcess
 from backend_common.protos import function_pb2
 from backend_common.storage import ObjectStorage, make_storage
 from sqlalchemy import Engine
@@ -33,7 +33,7 @@ class WorkerContext:
     sessions: sessionmaker[Session]
     buffer: AssetBuffer
     sources: AssetSources
-    _orchestrators: dict[str, OrchestratorClient] = field(default_factory=dict)
+    orchestrators: OrchestratorClients
     _functions: dict[str, function_pb2.Function] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -66,6 +66,7 @@ class WorkerContext:
             sources=AssetSources(
                 organization_id=organization_id, storage=storage, sessions=sessions, peers=peers
             ),
+            orchestrators=OrchestratorClients(settings.orchestrator, organization_id),
         )
 
     @property
@@ -91,12 +92,7 @@ class WorkerContext:
         )
 
     def orchestrator(self, channel: str) -> OrchestratorClient:
-        with self._lock:
-            client = self._orchestrators.get(channel)
-            if client is None:
-                client = OrchestratorClient(self.settings.orchestrator, self.organization_id, channel)
-                self._orchestrators[channel] = client
-            return client
+        return self.orchestrators.get(channel)
 
     def function(self, client: OrchestratorClient, key: str) -> function_pb2.Function:
         """A function's immutable description (archive, inputs, outputs, owner), cached."""
@@ -110,25 +106,14 @@ class WorkerContext:
         return function
 
     def close(self) -> None:
-        with self._lock:
-            for client in self._orchestrators.values():
-                client.close()
-            self._orchestrators.clear()
+        self.orchestrators.close()
         self.executor.close()
         self.engine.dispose()
 
 
-_context: dict[int, WorkerContext] = {}
-_context_lock = threading.Lock()
+_context: PerProcess[WorkerContext] = PerProcess()
 
 
 def process_context(settings: WorkerSettings) -> WorkerContext:
     """The context of the current process, created on first use."""
-    pid = os.getpid()
-    with _context_lock:
-        context = _context.get(pid)
-        if context is None:
-            _context.clear()  # a parent's context, inherited through fork: never reused
-            context = WorkerContext.from_settings(settings)
-            _context[pid] = context
-        return context
+    return _context.get(lambda: WorkerContext.from_settings(settings))

@@ -93,12 +93,22 @@ def compute_task(org_name: str, channel: str, task: computetask_pb2.ComputeTask,
     )
 
 
+def plan_teardown_occasion(mapping_id: object, task_count: int) -> str:
+    """The events service's occasion of a plan teardown: once per worker mapping and number of
+    tasks (tasks added later can make the plan run and stop again on the same replica)."""
+    return f"{mapping_id}:{task_count}"
+
+
+def plan_teardown_dedupe_key(plan_key: str, occasion: str) -> str:
+    return f"delete_cp_pod_and_dirs:{plan_key}:{occasion}"
+
+
 def delete_plan_resources(
     org_name: str, channel: str, plan_key: str, worker_index: int, occasion: str
 ) -> Work:
     """Teardown of a plan's pods and directories on its worker; `occasion` distinguishes teardowns."""
     return Work(
-        dedupe_key=f"delete_cp_pod_and_dirs:{plan_key}:{occasion}",
+        dedupe_key=plan_teardown_dedupe_key(plan_key, occasion),
         task_name=queues.DELETE_CP_POD_AND_DIRS_TASK,
         queue=queues.worker_replica_queue(org_name, worker_index),
         kwargs={"channel_name": channel, "compute_plan_key": plan_key},

@@ -2,6 +2,7 @@
 
 from backend_common.orchestrator.client import (
     OrchestratorClient,
+    OrchestratorClients,
     backoff_delay,
     build_channel,
     channel_options,
@@ -41,6 +42,7 @@ __all__ = [
     "InvalidArgumentError",
     "NotFoundError",
     "OrchestratorClient",
+    "OrchestratorClients",
     "OrchestratorError",
     "OutOfRangeError",
     "PermissionDeniedError",

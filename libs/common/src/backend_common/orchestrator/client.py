@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -517,3 +518,27 @@ class OrchestratorClient:
     def query_version(self) -> str:
         """The orchestrator's version string."""
         return self._unary("QueryVersion", self._info.QueryVersion, info_pb2.QueryVersionParam()).orchestrator
+
+
+class OrchestratorClients:
+    """One organization's clients, one per channel, made on first use; safe across threads."""
+
+    def __init__(self, settings: OrchestratorSettings, msp_id: str) -> None:
+        self.settings = settings
+        self.msp_id = msp_id
+        self._clients: dict[str, OrchestratorClient] = {}
+        self._lock = threading.Lock()
+
+    def get(self, channel: str) -> OrchestratorClient:
+        with self._lock:
+            client = self._clients.get(channel)
+            if client is None:
+                client = OrchestratorClient(self.settings, self.msp_id, channel)
+                self._clients[channel] = client
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()

@@ -238,7 +238,6 @@ def dispatch_forgotten_tasks(context: SchedulerContext, now: datetime) -> int:
 
 # --- plans whose teardown was missed ---------------------------------------------------------------
 
-_TEARDOWN_PREFIX = "delete_cp_pod_and_dirs:"
 # Teardowns sent again for one mapping before the scheduler gives up on it.
 MAX_TEARDOWN_RESENDS = 10
 
@@ -273,9 +272,9 @@ def tear_down_finished_plans(context: SchedulerContext, now: datetime) -> int:
             )
             # The events service's occasion for this mapping and task count, then ours: exact keys,
             # read through the outbox's unique index.
-            occasions = [f"{mapping_id}:{task_count}"]
-            occasions += [f"{occasions[0]}:reconciled-{n}" for n in range(1, MAX_TEARDOWN_RESENDS + 1)]
-            dedupe_keys = {f"{_TEARDOWN_PREFIX}{key}:{occasion}": occasion for occasion in occasions}
+            first = work.plan_teardown_occasion(mapping_id, int(task_count or 0))
+            occasions = [first, *(f"{first}:reconciled-{n}" for n in range(1, MAX_TEARDOWN_RESENDS + 1))]
+            dedupe_keys = {work.plan_teardown_dedupe_key(key, occasion): occasion for occasion in occasions}
             already = dict(
                 session.execute(
                     select(CeleryDispatch.dedupe_key, CeleryDispatch.created_at).where(
