@@ -442,6 +442,10 @@ class LocalExecutor(Executor):
             raise ValueError(f"invalid archive checksum {archive_checksum!r}")
         return self.environments_dir / archive_checksum.lower()
 
+    def _image_lock(self, archive_checksum: str) -> Path:
+        """Held while the checksum's environment is built or removed."""
+        return self.environments_dir / ".locks" / f"{archive_checksum.lower()}.lock"
+
     def find_image(self, archive_checksum: str) -> FunctionImage | None:
         image_dir = self._image_dir(archive_checksum)
         try:
@@ -464,13 +468,12 @@ class LocalExecutor(Executor):
         image = self.find_image(archive_checksum)
         if image is not None:
             return image
-        locks = self.environments_dir / ".locks"
-        with file_lock(locks / f"{archive_checksum.lower()}.lock"):
+        with file_lock(self._image_lock(archive_checksum)):
             # Another process may have built it while this one waited.
             image = self.find_image(archive_checksum)
             if image is not None:
                 return image
-            with file_lock(locks / ".build.lock"):
+            with file_lock(self.environments_dir / ".locks" / ".build.lock"):
                 return self._build(archive_checksum, archive)
 
     def _build(self, archive_checksum: str, archive: Path) -> FunctionImage:
@@ -536,7 +539,7 @@ class LocalExecutor(Executor):
         for slot in self._slots:
             if slot.waiting_for is not None and slot.waiting_for[0] == archive_checksum:
                 self._discard_waiting(slot)
-        with file_lock(self.environments_dir / ".locks" / f"{archive_checksum.lower()}.lock"):
+        with file_lock(self._image_lock(archive_checksum)):
             shutil.rmtree(self._image_dir(archive_checksum), ignore_errors=True)
 
     def images(self) -> list[ImageUsage]:
@@ -555,7 +558,7 @@ class LocalExecutor(Executor):
         image_dir = self._image_dir(archive_checksum)
         try:
             # Held by a build of this checksum: never wait for it, never remove what it writes.
-            with file_lock(self.environments_dir / ".locks" / f"{archive_checksum.lower()}.lock", timeout=0):
+            with file_lock(self._image_lock(archive_checksum), timeout=0):
                 last_used = _last_used(image_dir)
                 if last_used is None or last_used > since:
                     return False

@@ -72,10 +72,32 @@ def record(
         ).scalar_one_or_none()
         if first is None:
             return None
+    return _insert_dispatch(
+        session,
+        channel,
+        event_id,
+        decided,
+        dedupe_key=decided.dedupe_key,
+        celery_task_id=celery_task_id,
+        now=now,
+    )
+
+
+def _insert_dispatch(
+    session: Session,
+    channel: str,
+    event_id: str,
+    decided: Work,
+    *,
+    dedupe_key: str,
+    celery_task_id: str,
+    now: datetime,
+) -> int | None:
+    """The outbox row of `decided`; its id, None when `dedupe_key` was already recorded."""
     return session.execute(
         insert(CeleryDispatch)
         .values(
-            dedupe_key=decided.dedupe_key,
+            dedupe_key=dedupe_key,
             celery_task_id=celery_task_id,
             channel=channel,
             event_id=event_id,
@@ -123,21 +145,10 @@ def record_redispatch(
     ).scalar_one_or_none()
     if moved is None:
         return None
-    return session.execute(
-        insert(CeleryDispatch)
-        .values(
-            dedupe_key=f"{decided.dedupe_key}:attempt-{attempts + 1}",
-            celery_task_id=celery_task_id,
-            channel=channel,
-            event_id=event_id,
-            task_name=decided.task_name,
-            queue=decided.queue,
-            message=decided.message(),
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=[CeleryDispatch.dedupe_key])
-        .returning(CeleryDispatch.id)
-    ).scalar_one_or_none()
+    dedupe_key = f"{decided.dedupe_key}:attempt-{attempts + 1}"
+    return _insert_dispatch(
+        session, channel, event_id, decided, dedupe_key=dedupe_key, celery_task_id=celery_task_id, now=now
+    )
 
 
 class Publisher:
