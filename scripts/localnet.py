@@ -56,6 +56,17 @@ FUNCTION_BASE_REQUIREMENTS = os.environ.get(
 FUNCTION_CACHE = ROOT / ".local" / "function-cache"
 
 
+# The processes of each organization, each with its own metrics port (in this order).
+ROLES: dict[str, list[str]] = {
+    "server": [str(BIN / "backend-server")],
+    "events": [str(BIN / "backend-events"), "consume"],
+    "worker": [str(BIN / "backend-worker"), "worker"],
+    "builder": [str(BIN / "backend-worker"), "builder"],
+    "scheduler-beat": [str(BIN / "backend-scheduler"), "beat"],
+    "scheduler-worker": [str(BIN / "backend-scheduler"), "worker"],
+}
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where one network keeps its state and which ports, databases and Redis databases it uses."""
@@ -84,6 +95,18 @@ class Layout:
     @property
     def orchestrator_port(self) -> int:
         return ORCHESTRATOR_PORT + self.port_offset
+
+    @property
+    def orchestrator_metrics_port(self) -> int:
+        return ORCHESTRATOR_METRICS_PORT + self.port_offset
+
+    def ports(self, count: int) -> list[int]:
+        """Every loopback port a network of `count` organizations listens on."""
+        ports = [self.orchestrator_port, self.orchestrator_metrics_port]
+        for organization in (Organization(index, self) for index in range(1, count + 1)):
+            metrics = range(organization.metrics_port, organization.metrics_port + len(ROLES))
+            ports += [organization.port, *metrics]
+        return ports
 
     @property
     def orchestrator_database(self) -> str:
@@ -329,7 +352,7 @@ def up(layout: Layout, count: int) -> None:
             yaml.safe_dump(
                 {
                     "listen": f"127.0.0.1:{layout.orchestrator_port}",
-                    "metrics_listen": f"127.0.0.1:{ORCHESTRATOR_METRICS_PORT + layout.port_offset}",
+                    "metrics_listen": f"127.0.0.1:{layout.orchestrator_metrics_port}",
                     "database_url": database_url(layout.orchestrator_database),
                     "channels": {CHANNEL: [organization.msp_id for organization in organizations]},
                 }
@@ -347,15 +370,7 @@ def up(layout: Layout, count: int) -> None:
         for organization in organizations:
             print(f"starting {organization.msp_id}")
             environment = organization_environment(organization)
-            roles = {
-                "server": [str(BIN / "backend-server")],
-                "events": [str(BIN / "backend-events"), "consume"],
-                "worker": [str(BIN / "backend-worker"), "worker"],
-                "builder": [str(BIN / "backend-worker"), "builder"],
-                "scheduler-beat": [str(BIN / "backend-scheduler"), "beat"],
-                "scheduler-worker": [str(BIN / "backend-scheduler"), "worker"],
-            }
-            for offset, (role, command) in enumerate(roles.items()):
+            for offset, (role, command) in enumerate(ROLES.items()):
                 role_environment = {
                     **environment,
                     "METRICS_PORT": str(organization.metrics_port + offset),

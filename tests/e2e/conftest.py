@@ -4,6 +4,7 @@ end-to-end tests, started once per session beside any network `make network` run
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import substra
@@ -50,11 +52,20 @@ class E2ENetwork:
         )
 
 
+def _load_localnet() -> ModuleType:
+    """`scripts/localnet.py`, for the ports it derives from an offset (a script, not a package)."""
+    if "localnet" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("localnet", LOCALNET)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["localnet"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["localnet"]
+
+
 def _ports_free(offset: int) -> bool:
-    # The ports localnet derives from an offset: servers, orchestrator, metrics (see Layout).
-    ports = [8000 + offset + i for i in range(ORGANIZATIONS)] + [9000 + offset, 8484 + offset]
-    ports += [9200 + offset + 10 * i + role for i in range(1, ORGANIZATIONS + 1) for role in range(6)]
-    for port in ports:
+    layout = _load_localnet().Layout(port_offset=offset)
+    for port in layout.ports(ORGANIZATIONS):
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
