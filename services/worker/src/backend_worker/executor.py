@@ -122,6 +122,10 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def remove_image(self, archive_checksum: str) -> None: ...
 
+    def image_packages(self, image: FunctionImage) -> list[str]:
+        """`name==version` of the Python distributions the image provides, when it can tell."""
+        return []
+
     @abc.abstractmethod
     def images(self) -> list[ImageUsage]:
         """The environments built on this host (complete or not), with when each was last used."""

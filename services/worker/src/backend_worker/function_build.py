@@ -18,7 +18,6 @@ whose archive is downloaded from the owner's backend.
 from __future__ import annotations
 
 import enum
-import importlib.metadata
 import io
 import json
 import tempfile
@@ -158,28 +157,13 @@ def _build_function(context: WorkerContext, channel: str, function_key: str) -> 
     return BuildOutcome.BUILT if built else BuildOutcome.REUSED
 
 
-def installed_packages(image: FunctionImage) -> list[str]:
-    """`name==version` of what the function's environment provides (its own and the base's)."""
-    venv = Path(image.location) / "venv"
-    paths = sorted(str(path) for path in (venv / "lib").glob("python3*/site-packages"))
-    for site in list(paths):
-        for pth in Path(site).glob("*.pth"):
-            paths += [line for line in pth.read_text().splitlines() if line.startswith("/")]
-    found = {
-        f"{dist.metadata['Name']}=={dist.version}"
-        for dist in importlib.metadata.distributions(path=paths)
-        if dist.metadata["Name"]
-    }
-    return sorted(found, key=str.lower)
-
-
-def image_manifest(function: function_pb2.Function, image: FunctionImage) -> bytes:
+def image_manifest(function: function_pb2.Function, image: FunctionImage, packages: list[str]) -> bytes:
     """The zip published as the function's image; the same build gives the same bytes."""
     manifest = {
         "function_key": function.key,
         "archive_checksum": image.archive_checksum,
         "entrypoint": list(image.entrypoint.entrypoint),
-        "packages": installed_packages(image),
+        "packages": packages,
     }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -202,7 +186,7 @@ def publish_image(
         role=ROLE_FUNCTION_IMAGE,
         bucket=FUNCTION_BUCKET,
         object_key=object_key,
-        content=[image_manifest(function, image)],
+        content=[image_manifest(function, image, context.executor.image_packages(image))],
         filename="image.zip",
     )
     address = common_pb2.Addressable(

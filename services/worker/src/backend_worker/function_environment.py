@@ -11,6 +11,7 @@ cache.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -202,6 +203,19 @@ def create_function_environment(
         log.append(f"\npip exited with status {completed.returncode}.\n")
         raise BuildError("the function's requirements cannot be installed", logs="".join(log))
     return "".join(log)
+
+
+def installed_packages(venv: Path) -> list[str]:
+    """`name==version` of what a function's virtualenv provides: its own and the base's."""
+    own = site_packages(venv)
+    base = own / BASE_PTH
+    paths = [str(own), *(base.read_text().splitlines() if base.exists() else [])]
+    found = {
+        f"{dist.metadata['Name']}=={dist.version}"
+        for dist in importlib.metadata.distributions(path=paths)
+        if dist.metadata["Name"]
+    }
+    return sorted(found, key=str.lower)
 
 
 def python_environment(venv: Path, *, home: Path, tmpdir: str) -> dict[str, str]:

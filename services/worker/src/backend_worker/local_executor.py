@@ -60,6 +60,7 @@ from backend_worker.function_environment import (
     base_environment_path,
     create_function_environment,
     ensure_base_environment,
+    installed_packages,
     python_environment,
     venv_python,
 )
@@ -541,6 +542,9 @@ class LocalExecutor(Executor):
                 self._discard_waiting(slot)
         with file_lock(self._image_lock(archive_checksum)):
             shutil.rmtree(self._image_dir(archive_checksum), ignore_errors=True)
+
+    def image_packages(self, image: FunctionImage) -> list[str]:
+        return installed_packages(Path(image.location) / "venv")
 
     def images(self) -> list[ImageUsage]:
         found: list[ImageUsage] = []
